@@ -1,0 +1,97 @@
+"""The one exception tree of chatops. The CLI and the HTTP layer catch only these.
+
+::
+
+    ChatopsError                      anything chatops reports to a user (message + optional hint)
+    ├── ConfigError                   a setting is missing or malformed
+    ├── BotDefinitionError            stages.yaml is invalid (carries file:line:col)
+    ├── TemplateError                 a template fails to parse or render
+    ├── ChannelError                  a webhook or Graph API problem
+    │   ├── SignatureError            X-Hub-Signature-256 missing or wrong
+    │   └── GraphAPIError             the Graph API answered with an error (code, subcode, transient)
+    ├── AIError                       the AI backend failed after its retries
+    ├── ProviderError                 a variable provider failed or timed out
+    └── StorageError                  the database is unreachable or the schema is wrong
+        └── SchemaOutOfDateError      the schema is behind the code's migrations
+
+This module imports nothing of ours, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+
+class ChatopsError(Exception):
+    """An error a user can act on: ``message`` says what and where, ``hint`` how to fix it."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ChatopsError):
+    """A setting is missing or malformed."""
+
+
+class BotDefinitionError(ChatopsError):
+    """stages.yaml (or a template it names) is invalid; ``location`` is ``file:line:col`` when known."""
+
+    def __init__(self, message: str, *, hint: str | None = None, location: str | None = None) -> None:
+        super().__init__(f"{location}: {message}" if location else message, hint=hint)
+        self.location = location
+
+
+class TemplateError(ChatopsError):
+    """A template failed to parse or render."""
+
+
+class ChannelError(ChatopsError):
+    """A webhook could not be accepted, or a message could not be sent."""
+
+
+class SignatureError(ChannelError):
+    """The webhook signature header is missing or does not match the body."""
+
+
+class GraphAPIError(ChannelError):
+    """The Graph API answered with an error.
+
+    ``code``/``subcode`` are Meta's error codes (``None`` for transport failures), ``transient`` says whether a
+    retry may succeed, ``status`` is the HTTP status (``None`` when no response arrived).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        subcode: int | None = None,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.subcode = subcode
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class AIError(ChatopsError):
+    """The AI backend failed (after its retries) or answered with something unusable."""
+
+
+class ProviderError(ChatopsError):
+    """A variable provider failed or timed out."""
+
+
+class StorageError(ChatopsError):
+    """The database is unreachable, or its schema does not match the code."""
+
+
+class SchemaOutOfDateError(StorageError):
+    """The database schema is behind the migrations shipped with this version."""
