@@ -7,7 +7,8 @@
     ├── BotDefinitionError            stages.yaml is invalid (carries file:line:col)
     ├── TemplateError                 a template fails to parse or render
     ├── ChannelError                  a webhook or Graph API problem
-    │   ├── SignatureError            X-Hub-Signature-256 missing or wrong
+    │   ├── WebhookError              a webhook request is refused (carries the HTTP status to answer)
+    │   │   └── SignatureError        X-Hub-Signature-256 missing (401) or wrong (403)
     │   └── GraphAPIError             the Graph API answered with an error (code, subcode, transient)
     ├── AIError                       the AI backend failed after its retries
     ├── ProviderError                 a variable provider failed or timed out
@@ -52,8 +53,16 @@ class ChannelError(ChatopsError):
     """A webhook could not be accepted, or a message could not be sent."""
 
 
-class SignatureError(ChannelError):
-    """The webhook signature header is missing or does not match the body."""
+class WebhookError(ChannelError):
+    """A webhook request is refused; ``status`` is the HTTP status to answer (400, 401, 403, 404, 413)."""
+
+    def __init__(self, message: str, *, status: int = 400, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class SignatureError(WebhookError):
+    """The webhook signature header is missing (401) or does not match the body (403)."""
 
 
 class GraphAPIError(ChannelError):
