@@ -71,6 +71,7 @@ class StatusUpdate:
     error_code: int | None = None
     error_title: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    error_details: str | None = None  # WhatsApp ``errors[].error_data.details``: the why, for operators
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,7 @@ class OutboundMessage:
         return cls(
             text=body.get("text", ""),
             kind=body.get("kind", "text"),
-            buttons=tuple(
-                Button(b["id"], b["title"], b.get("description")) for b in body.get("buttons", ())
-            ),
+            buttons=tuple(Button(b["id"], b["title"], b.get("description")) for b in body.get("buttons", ())),
             list_button=body.get("list_button"),
             template_name=template.get("name"),
             template_language=template.get("language", "en_US"),
