@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+from tests.databases import BACKENDS, MigratedTemplates, empty_database
 
 ROOT = Path(__file__).resolve().parent.parent
 META_FIXTURES = ROOT.parent / "shared" / "fixtures" / "meta"
@@ -15,7 +18,7 @@ if not META_FIXTURES.is_dir():  # a checkout with the fixtures copied in
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith(("CHATOPS_", "OPENAI_")) and name not in (
             "CHATOPS_TEST_DATABASE_URL",
@@ -23,11 +26,10 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
         ):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # a stray .env or chatops.db never leaks between tests
-    yield
 
 
 @pytest.fixture
-def meta_fixture() -> "MetaFixtures":
+def meta_fixture() -> MetaFixtures:
     return MetaFixtures(META_FIXTURES)
 
 
@@ -42,3 +44,42 @@ class MetaFixtures:
 
     def names(self, prefix: str = "") -> list[str]:
         return sorted(p.stem for p in self.folder.glob(f"{prefix}*.json"))
+
+
+# Databases ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    templates = MigratedTemplates(tmp_path_factory.mktemp("db-templates"))
+    yield templates
+    templates.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgresql``; tests using it run once per database."""
+    return str(request.param)
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty (unmigrated) database of ``backend``, dropped afterwards."""
+    with empty_database(backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(backend: str, _migrated_templates: MigratedTemplates) -> str:
+    """A migrated, empty database of ``backend`` (a fresh copy or truncated tables per test)."""
+    return _migrated_templates.sqlite_url() if backend == "sqlite" else _migrated_templates.postgres_url()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[sa.Engine]:
+    """An engine on ``database_url``."""
+    from chatops.db.connect import create_db_engine
+
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()

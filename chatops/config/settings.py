@@ -99,8 +99,9 @@ class Settings(BaseSettings):
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
     field = str(loc[0]) if loc else "?"
-    alias = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
-    return alias.get(field, f"CHATOPS_{field.upper()}")
+    if field.isupper():  # reported under its alias, e.g. OPENAI_BASE_URL
+        return field
+    return f"CHATOPS_{field.upper()}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,0 +1,76 @@
+"""``chatops migrate``: move the database schema (upgrade by default), show status, history or SQL."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from chatops.cli import output
+
+
+def migrate_command(
+    ctx: typer.Context,
+    status: Annotated[bool, typer.Option("--status", help="Show current vs head; exit 1 when behind.")] = False,
+    history: Annotated[bool, typer.Option("--history", help="List every revision.")] = False,
+    to: Annotated[str, typer.Option("--to", help="Target revision: head, base or an id (up or down).")] = "head",
+    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL from empty to --to; touch nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Upgrade the database schema to the latest revision (or --to REV).
+
+    Example: chatops migrate --status   (exit 1 when migrations are pending, for deploy scripts)
+    """
+    from chatops.cli.app import settings_from
+
+    settings = settings_from(ctx)
+    from chatops.db import migrate as migrations
+
+    if history:
+        revisions = migrations.history()
+        if as_json:
+            output.print_json([{"id": r.id, "message": r.message} for r in revisions])
+        for revision in revisions if not as_json else ():
+            output.info(f"{revision.id}  {revision.message}")
+        return
+    if sql:
+        typer.echo(migrations.render_sql(settings.database_url, to=to), nl=False)
+        return
+
+    from chatops.config.settings import mask_url
+    from chatops.db.connect import create_db_engine
+
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        if status:
+            state = migrations.migration_status(engine)
+            if as_json:
+                output.print_json(
+                    {
+                        "database": mask_url(settings.database_url),
+                        "current": state.current,
+                        "head": state.head,
+                        "pending": [{"id": r.id, "message": r.message} for r in state.pending],
+                    }
+                )
+            else:
+                output.info(f"database: {mask_url(settings.database_url)}")
+                output.info(f"current:  {state.current or '(empty)'}")
+                output.info(f"head:     {state.head}")
+                for revision in state.pending:
+                    output.info(f"pending:  {revision.id}  {revision.message}", style="yellow")
+                output.info("up to date" if state.up_to_date else f"{len(state.pending)} pending")
+            if not state.up_to_date:
+                raise typer.Exit(1)
+            return
+        direction, steps = migrations.migrate(engine, to=to)
+        if as_json:
+            output.print_json({"direction": direction, "revisions": [r.id for r in steps]})
+        elif not steps:
+            output.info(f"Nothing to do: {mask_url(settings.database_url)} is at {to}.")
+        else:
+            verb = "Applied" if direction == "upgrade" else "Reverted"
+            for revision in steps:
+                output.info(f"{verb} {revision.id}  {revision.message}", style="green")
+    finally:
+        engine.dispose()

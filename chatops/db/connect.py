@@ -1,0 +1,117 @@
+"""Database engines: the SQLite default (WAL, busy timeout, foreign keys) and PostgreSQL through psycopg2.
+
+``create_db_engine`` never connects; the first use does. Connection failures become :class:`StorageError`
+naming the host and port (never the password).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from chatops.config.settings import mask_url
+from chatops.errors import ConfigError, StorageError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def parse_database_url(url: str) -> URL:
+    """The SQLAlchemy URL for ``url``; ``postgres://`` and ``postgresql://`` both mean psycopg2.
+
+    Raises ConfigError when the URL is malformed or names another database.
+    """
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(
+            f"CHATOPS_DATABASE_URL: cannot parse {mask_url(url)!r}",
+            hint="expected sqlite:///path/to.db or postgresql://user:password@host:port/database",
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres" or backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    elif backend != "sqlite":
+        raise ConfigError(
+            f"CHATOPS_DATABASE_URL: unsupported database {backend!r}",
+            hint="chatops runs on SQLite (sqlite:///chatops.db) or PostgreSQL (postgresql://…)",
+        )
+    return parsed
+
+
+def create_db_engine(url: str, *, pool_size: int = 8, echo: bool = False) -> Engine:
+    """An engine for ``url`` with a pool that holds ``pool_size`` connections and pre-pings them.
+
+    Size the pool to the server's threads plus workers: a request waits for a free connection otherwise.
+    """
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            parsed,
+            echo=echo,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
+        return engine
+    return sa.create_engine(
+        parsed,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5, "application_name": "chatops"},
+    )
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Autocommit at the driver level: SQLAlchemy's "begin" event issues BEGIN IMMEDIATE itself, so a
+    # transaction takes the write lock up front instead of failing with "database is locked" on upgrade.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is durable across application crashes
+    cursor.close()
+
+
+def _begin_immediate(connection: sa.Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def describe_database(engine: Engine) -> str:
+    """Where the database is, for banners and errors: ``PostgreSQL at host:port/db`` or ``SQLite file x.db``."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite file {url.database or ':memory:'}"
+    return f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once and run ``SELECT 1``. Raises StorageError naming the server (never the password)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+
+
+def storage_error(engine: Engine, exc: BaseException) -> StorageError:
+    """A one-line StorageError for a driver error, with the first line of the driver's reason."""
+    reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+    detail = reason[0] if reason else type(exc).__name__
+    password = engine.url.password
+    if password:
+        detail = detail.replace(str(password), "***")
+    return StorageError(
+        f"cannot use the database ({describe_database(engine)}): {detail}",
+        hint="check CHATOPS_DATABASE_URL and that the server is running",
+    )

@@ -1,0 +1,1 @@
+"""Alembic migration scripts, packaged with chatops (no alembic.ini: chatops.db.migrate configures Alembic)."""

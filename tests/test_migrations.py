@@ -1,0 +1,112 @@
+"""Migrations on SQLite and PostgreSQL through the real CLI: upgrade, status, history, --to, --sql, concurrency."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from chatops.cli.app import app
+from chatops.db.connect import create_db_engine
+from chatops.db.migrate import head_revision, migration_status
+from chatops.db.tables import metadata
+
+runner = CliRunner()
+
+
+def chatops(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def tables_in(url: str) -> set[str]:
+    engine = create_db_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_migrate_creates_schema_and_reports(empty_database_url: str) -> None:
+    code, out, err = chatops("--database-url", empty_database_url, "migrate")
+    assert (code, err) == (0, "")
+    assert f"Applied {head_revision()}  Initial schema" in out
+    assert tables_in(empty_database_url) >= set(metadata.tables) | {"alembic_version"}
+
+    code, out, _ = chatops("--database-url", empty_database_url, "migrate")
+    assert code == 0
+    assert "Nothing to do" in out
+
+
+def test_status_exit_code_follows_pending(empty_database_url: str) -> None:
+    code, out, _ = chatops("--database-url", empty_database_url, "migrate", "--status")
+    assert code == 1
+    assert "current:  (empty)" in out
+    assert f"pending:  {head_revision()}" in out
+
+    chatops("--database-url", empty_database_url, "migrate")
+    code, out, _ = chatops("--database-url", empty_database_url, "migrate", "--status", "--json")
+    assert code == 0
+    assert '"pending": []' in out
+
+
+def test_round_trip_to_base_and_back(empty_database_url: str) -> None:
+    chatops("--database-url", empty_database_url, "migrate")
+    code, out, _ = chatops("--database-url", empty_database_url, "migrate", "--to", "base")
+    assert code == 0
+    assert f"Reverted {head_revision()}" in out
+    assert tables_in(empty_database_url) <= {"alembic_version"}
+    code, out, _ = chatops("--database-url", empty_database_url, "migrate")
+    assert code == 0
+    assert f"Applied {head_revision()}" in out
+    engine = create_db_engine(empty_database_url)
+    assert migration_status(engine).up_to_date
+    engine.dispose()
+
+
+def test_unknown_revision_is_a_clear_error(empty_database_url: str) -> None:
+    code, _, err = chatops("--database-url", empty_database_url, "migrate", "--to", "nope")
+    assert code == 1
+    assert "Error: unknown revision 'nope'" in err
+    assert "Hint: see `chatops migrate --history`" in err
+
+
+def test_history_and_sql_touch_nothing(tmp_path: pytest.TempPathFactory) -> None:
+    url = "postgresql://nobody:pw@127.0.0.1:1/none"  # never connected to
+    code, out, _ = chatops("--database-url", url, "migrate", "--history")
+    assert code == 0
+    assert out.startswith(f"{head_revision()}  Initial schema")
+    code, out, _ = chatops("--database-url", url, "migrate", "--sql")
+    assert code == 0
+    assert "CREATE TABLE conversations" in out
+    assert "BIGSERIAL" in out  # PostgreSQL dialect
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_concurrent_migrates_both_succeed(empty_database_url: str) -> None:
+    """Two `chatops migrate` processes at once: both exit 0 and the schema is applied once."""
+    command = [sys.executable, "-m", "chatops", "--database-url", empty_database_url, "migrate", "--json"]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: subprocess.run(command, capture_output=True, text=True, timeout=60), [1, 2]))
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    applied = sorted(r.stdout.count(head_revision()) for r in results)
+    assert applied == [0, 1]
+
+
+def test_unreachable_database_names_host_not_password() -> None:
+    code, out, err = chatops("--database-url", "postgresql://app:hunter2@127.0.0.1:1/chatops", "migrate")
+    assert code == 1
+    assert err.startswith("Error: cannot use the database (PostgreSQL at 127.0.0.1:1/chatops)")
+    assert "hunter2" not in out + err
+    assert len(err.strip().splitlines()) == 2  # the error and its hint, no traceback
+
+
+def test_malformed_url_is_a_usage_error() -> None:
+    code, _, err = chatops("--database-url", "mysql://app@db/chatops", "migrate")
+    assert code == 2
+    assert err.startswith("Error: CHATOPS_DATABASE_URL: expected sqlite:///path/to.db")
