@@ -114,7 +114,10 @@ class FakeGraphAPI:
             self._script.extend(replies)
 
     def start(self) -> FakeGraphAPI:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-graph-api", daemon=True)
+        # A short poll interval: stop() waits for the loop to notice, and tests stop a server each.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-graph-api", daemon=True
+        )
         self._thread.start()
         return self
 
