@@ -493,14 +493,14 @@ message_like = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(messages=st.lists(message_like | json_values, max_size=4), statuses=json_values, contacts=json_values)
 def test_whatsapp_parser_survives_arbitrary_shapes(messages: list[Any], statuses: Any, contacts: Any) -> None:
     events = parse_whatsapp(wa_envelope({"messages": messages, "statuses": statuses, "contacts": contacts}))
     assert all(isinstance(e, InboundMessage | StatusUpdate | ChannelNotice) for e in events)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(
     events=st.lists(
         st.dictionaries(
@@ -608,6 +608,7 @@ def test_messenger_batch_with_deliveries_reactions_stickers_files_and_standby() 
             "whatsapp webhook has object 'page', expected 'whatsapp_business_account'",
         ),
         ("messenger", b'{"entry": []}', "messenger webhook has object None, expected 'page'"),
+        ("whatsapp", b"[" * 100_000, "invalid JSON: nested too deeply"),
     ],
 )
 def test_parse_webhook_refuses_with_400(channel: str, body: bytes, message: str) -> None:

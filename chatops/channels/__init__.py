@@ -84,6 +84,8 @@ def parse_webhook(channel: Channel, body: bytes) -> list[Event]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WebhookError(f"invalid JSON: {exc}", status=400) from None
+    except RecursionError:  # "[[[[…" past the decoder's depth limit: hostile, not Meta
+        raise WebhookError("invalid JSON: nested too deeply", status=400) from None
     if not isinstance(payload, dict):
         raise WebhookError(f"invalid JSON: expected an object, got {type(payload).__name__}", status=400)
     received = payload.get("object")
