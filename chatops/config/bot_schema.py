@@ -26,24 +26,13 @@ BUILTIN_VARIABLES: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "user": frozenset({"id", "name", "phone", "channel"}),
         "conversation": frozenset({"id", "stage", "turn_count", "started_at", "last_messages"}),
-        "clock": frozenset({"now", "today", "weekday", "time", "business_hours"}),
+        "clock": frozenset({"now", "today", "weekday", "time", "hour", "timezone", "business_hours"}),
         "message": frozenset(
             {
-                "kind",
-                "text",
-                "caption",
-                "button",
-                "button_title",
-                "media_id",
-                "mime_type",
-                "filename",
-                "latitude",
-                "longitude",
-                "location_name",
-                "address",
-                "emoji",
-                "reacted_to",
-                "timestamp",
+                *("id", "channel", "kind", "text", "at", "button", "button_title", "caption"),
+                *("media_id", "media_url", "mime_type", "filename", "voice"),
+                *("latitude", "longitude", "location_name", "address", "contacts"),
+                *("emoji", "reacted_to", "unsupported_type", "reply_to", "forwarded"),
             }
         ),
     }
@@ -98,6 +87,10 @@ def did_you_mean(name: str, choices: Any, *, label: str = "defined") -> str:
     return f"{label}: {shown}"
 
 
+def _article(kind: str) -> str:
+    return "a" if kind == "lookup" else "an"  # an http, an sql (read "es-q-el")
+
+
 def _identifier(name: str, what: str) -> str:
     if not _IDENTIFIER.match(name) or keyword.iskeyword(name) or name in _RESERVED:
         raise InvalidValue(
@@ -135,7 +128,9 @@ class _Strict(BaseModel):
             for key in data:
                 if key not in allowed:
                     close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-                    hint = (f"did you mean '{close[0]}'? " if close else "") + "allowed keys: " + ", ".join(allowed)
+                    hint = (
+                        (f"did you mean '{close[0]}'? Allowed" if close else "allowed") + " keys: " + ", ".join(allowed)
+                    )
                     raise InvalidValue(f"unknown key '{key}'", hint=hint, at=(key,), key=True)
         return data
 
@@ -198,8 +193,29 @@ class Button(_Strict):
     """A reply button, list row or quick reply: ``id`` comes back when tapped, ``title`` is shown."""
 
     id: str = Field(min_length=1, max_length=200)
-    title: str = Field(min_length=1, max_length=20)
-    description: str | None = Field(default=None, max_length=72)
+    title: str = Field(min_length=1)
+    description: str | None = None
+
+    @field_validator("title")
+    @classmethod
+    def _short_title(cls, value: str) -> str:
+        if len(value) > 20:
+            raise InvalidValue(
+                f"button title '{value}' is {len(value)} characters; at most 20 fit",
+                hint="WhatsApp reply buttons and Messenger quick replies show 20 characters; "
+                "put the details in the message or in a description",
+            )
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _short_description(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > 72:
+            raise InvalidValue(
+                f"button description is {len(value)} characters; at most 72 fit",
+                hint="WhatsApp list rows show 72 characters of description",
+            )
+        return value
 
 
 class Condition(_Strict):
@@ -383,15 +399,18 @@ class ProviderSpec(_Strict):
                     keys = [*common, *allowed]
                     close = difflib.get_close_matches(str(key), keys, n=1, cutoff=0.6)
                     raise InvalidValue(
-                        f"unknown key '{key}' for a {kind} provider",
-                        hint=(f"did you mean '{close[0]}'? " if close else "") + "allowed keys: " + ", ".join(keys),
+                        f"unknown key '{key}' for {_article(kind)} {kind} provider",
+                        hint=(f"did you mean '{close[0]}'? Allowed" if close else "allowed")
+                        + " keys: "
+                        + ", ".join(keys),
                         at=(key,),
                         key=True,
                     )
             for key, required in allowed.items():
                 if required and key not in options:
                     raise InvalidValue(
-                        f"a {kind} provider needs '{key}'", hint=f"add `{key}:`; see docs/stages.md#providers"
+                        f"{_article(kind)} {kind} provider needs '{key}'",
+                        hint=f"add `{key}:`; see docs/stages.md#providers",
                     )
         return {**{key: value for key, value in data.items() if key in common}, "options": options}
 
@@ -453,7 +472,18 @@ class ProviderSpec(_Strict):
 class WhatsAppTemplate(_Strict):
     """The approved WhatsApp template sent when the 24-hour customer-service window is closed."""
 
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _approved_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]{1,512}", value):
+            raise InvalidValue(
+                f"template name '{value}' is not a WhatsApp template name",
+                hint="use the name approved in WhatsApp Manager: lowercase letters, digits and underscores",
+            )
+        return value
+
     language: str = Field(default="en_US", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
     params: tuple[str, ...] = ()
 

@@ -11,11 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 DURATION_FORMS = "30s, 15m, 24h, 7d, combinations like 1h30m, or plain seconds such as 90"
-BUSINESS_HOURS_FORMS = "'Mon-Fri 09:00-17:00', several windows joined by ';' ('Mon-Fri 09:00-17:00; Sat 10:00-14:00')"
+BUSINESS_HOURS_FORMS = (
+    "'Mon-Fri 09:00-17:00', several windows joined by ',' or ';' ('Mon-Fri 09:00-17:00, Sat 10:00-14:00'), "
+    "day groups joined by '/' ('Mon/Wed 09:00-12:00')"
+)
 
 _DURATION = re.compile(r"^(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?$")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_WINDOW = re.compile(r"^(?P<days>[A-Za-z,\-–]+)\s+(?P<start>\d{1,2}:\d{2})\s*[-–]\s*(?P<end>\d{1,2}:\d{2})$")
+_DAY_NAMES = dict(
+    zip(_DAYS, ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"), strict=True)
+)
+_WINDOW = re.compile(
+    r"^(?P<days>[A-Za-z]+(?:\s*[-–]\s*[A-Za-z]+)?(?:\s*/\s*[A-Za-z]+(?:\s*[-–]\s*[A-Za-z]+)?)*)\s+"
+    r"(?P<start>\d{1,2}:\d{2})\s*[-–]\s*(?P<end>\d{1,2}:\d{2})$"
+)
 
 
 class InvalidValue(ValueError):
@@ -61,11 +70,12 @@ def parse_duration(value: object) -> timedelta:
 
 @dataclass(frozen=True)
 class OpeningWindow:
-    """Open on ``weekdays`` (0 = Monday) from ``start`` until ``end`` (``None`` = midnight at the end of the day)."""
+    """Open on ``weekdays`` (0 = Monday) from ``start`` to ``end``; an ``end`` at or before ``start`` runs past
+    midnight into the next day; ``24:00`` is ``time.max`` (the end of the day)."""
 
     weekdays: frozenset[int]
     start: time
-    end: time | None
+    end: time
 
 
 @dataclass(frozen=True)
@@ -77,30 +87,32 @@ class BusinessHours:
 
     def is_open(self, local: datetime) -> bool:
         """Whether the wall-clock time ``local`` (already in the bot's timezone) falls in a window."""
-        moment = local.time().replace(tzinfo=None)
+        now, day = local.time().replace(tzinfo=None), local.weekday()
         for window in self.windows:
-            if (
-                local.weekday() in window.weekdays
-                and window.start <= moment
-                and (window.end is None or moment < window.end)
+            if window.start < window.end:
+                if day in window.weekdays and window.start <= now < window.end:
+                    return True
+            elif (day in window.weekdays and now >= window.start) or (
+                (day - 1) % 7 in window.weekdays and now < window.end
             ):
                 return True
         return False
 
 
 def parse_business_hours(value: object) -> BusinessHours:
-    """``Mon-Fri 09:00-17:00`` (or several windows joined by ``;``, or a list of them).
+    """``Mon-Fri 09:00-17:00`` (several windows joined by ``,`` or ``;``, or a list of them).
 
-    Day ranges may wrap (``Fri-Mon``), ``24:00`` ends a window at midnight. Raises InvalidValue otherwise.
+    Day ranges may wrap (``Fri-Mon``), day groups join with ``/``; a window ending at or before its start runs past
+    midnight, ``24:00`` ends at midnight. Raises InvalidValue otherwise.
     """
     if isinstance(value, BusinessHours):
         return value
     if isinstance(value, str):
-        parts = [part.strip() for part in value.split(";") if part.strip()]
+        parts = [part.strip() for part in re.split(r"[;,]", value) if part.strip()]
         text = value
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-        parts = [item.strip() for item in value]
-        text = "; ".join(parts)
+        parts = [part.strip() for item in value for part in re.split(r"[;,]", item) if part.strip()]
+        text = ", ".join(item.strip() for item in value)
     else:
         raise InvalidValue(f"invalid business hours {value!r}", hint=f"accepted forms: {BUSINESS_HOURS_FORMS}")
     if not parts:
@@ -114,25 +126,25 @@ def _window(text: str) -> OpeningWindow:
     if not match:
         raise bad
     weekdays: set[int] = set()
-    for group in match["days"].split(","):
-        ends = re.split(r"[-–]", group.strip().lower())
-        if len(ends) > 2 or any(end[:3] not in _DAYS or len(end) < 3 for end in ends):
-            raise bad
+    for group in match["days"].split("/"):
+        ends = [end.strip().lower() for end in re.split(r"[-–]", group)]
+        if any(end[:3] not in _DAYS or not _DAY_NAMES[end[:3]].startswith(end) for end in ends):
+            raise InvalidValue(
+                f"invalid business hours '{text}': unknown day in '{group.strip()}'",
+                hint="days are Mon, Tue, Wed, Thu, Fri, Sat, Sun (or their full names)",
+            )
         first, last = _DAYS.index(ends[0][:3]), _DAYS.index(ends[-1][:3])
         weekdays.update((first + step) % 7 for step in range((last - first) % 7 + 1))
     start, end = _clock_time(match["start"], bad), _clock_time(match["end"], bad)
-    if start is None or (end is not None and end <= start):
-        raise InvalidValue(
-            f"business hours '{text}' end before they start",
-            hint="write the window within one day, e.g. 'Mon-Fri 09:00-17:00'; use 24:00 for midnight",
-        )
+    if start == time.max:
+        raise bad
     return OpeningWindow(weekdays=frozenset(weekdays), start=start, end=end)
 
 
-def _clock_time(text: str, bad: InvalidValue) -> time | None:
+def _clock_time(text: str, bad: InvalidValue) -> time:
     hours, minutes = (int(part) for part in text.split(":"))
     if (hours, minutes) == (24, 0):
-        return None
+        return time.max
     if hours > 23 or minutes > 59:
         raise bad
     return time(hours, minutes)
