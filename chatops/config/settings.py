@@ -8,6 +8,7 @@ through :func:`mask_url`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -59,7 +60,7 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     debounce_seconds: float = Field(default=0.0, ge=0)
-    worker_lease_seconds: float = Field(default=60.0, gt=0)
+    worker_lease_seconds: float = Field(default=120.0, gt=0)
     turn_max_attempts: int = Field(default=5, ge=1)
 
     @field_validator("database_url")
@@ -95,6 +96,48 @@ class Settings(BaseSettings):
     def templates_dir(self) -> Path:
         """Where templates live: ``CHATOPS_TEMPLATES``, or ``templates/`` beside the stages file."""
         return self.templates if self.templates is not None else self.stages.parent / "templates"
+
+
+@dataclass(frozen=True)
+class ChannelCredentials:
+    """One channel's credentials. The channel is enabled when any of them is set."""
+
+    channel: str
+    app_secret: str | None
+    verify_token: str | None
+    send_token: str | None
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.app_secret, self.verify_token, self.send_token))
+
+    @property
+    def variables(self) -> tuple[str, str, str]:
+        """The variables that configure this channel, for banners and hints."""
+        prefix = f"CHATOPS_{self.channel.upper()}_"
+        token = "ACCESS_TOKEN" if self.channel == "whatsapp" else "PAGE_TOKEN"
+        return (f"{prefix}APP_SECRET", f"{prefix}VERIFY_TOKEN", f"{prefix}{token}")
+
+
+def channel_credentials(settings: Settings, channel: str) -> ChannelCredentials:
+    """The credentials of ``channel`` (``whatsapp`` or ``messenger``) as plain strings."""
+
+    def reveal(secret: SecretStr | None) -> str | None:
+        return secret.get_secret_value() or None if secret is not None else None
+
+    if channel == "whatsapp":
+        return ChannelCredentials(
+            channel,
+            reveal(settings.whatsapp_app_secret),
+            reveal(settings.whatsapp_verify_token),
+            reveal(settings.whatsapp_access_token),
+        )
+    return ChannelCredentials(
+        channel,
+        reveal(settings.messenger_app_secret),
+        reveal(settings.messenger_verify_token),
+        reveal(settings.messenger_page_token),
+    )
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:

@@ -160,7 +160,7 @@ def _resolve(to: str) -> str:
 
 
 def _plan(current: str | None, target: str) -> tuple[str, list[Revision]]:
-    if current is None and target == "base" or current == target:
+    if (current is None and target == "base") or current == target:
         return "none", []
     if current is None:
         return "upgrade", _pending(None, target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -12,17 +13,26 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from chatops.config.settings import Settings
+    from chatops.web.metrics import Metrics
 
 EXTENSION = "chatops"
 
 
+def utc_now() -> datetime:
+    """The real clock (tests and ``simulate --at`` inject another)."""
+    return datetime.now(UTC)
+
+
 @dataclass
 class WebState:
-    """Settings, bot definition and database engine of one app, plus hooks for readiness checks."""
+    """Settings, bot definition, database engine, clock and metrics of one app, plus readiness checks."""
 
     settings: Settings
     bot: Any
     db: sa.Engine
+    metrics: Metrics
+    clock: Callable[[], datetime] = utc_now
+    insecure_skip_signature: bool = False
     readiness_checks: list[Callable[[], list[str]]] = field(default_factory=list)
 
     def readiness_problems(self) -> list[str]:

@@ -1,0 +1,406 @@
+"""The inbox: webhook events in, conversations claimed by workers, turns committed.
+
+``store_events`` is the webhook's single transaction (nothing is acknowledged before it commits);
+``claim_conversation`` hands one conversation with due messages to one worker under a lease;
+``complete_turn`` commits a turn, its outbound messages, the new conversation state and the inbound statuses
+together, and only while the worker still holds the lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from chatops.channels.events import Event, InboundMessage, OutboundMessage, StatusUpdate
+from chatops.db.connect import storage_error
+from chatops.db.outbox import apply_status
+from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
+from chatops.errors import StorageError
+
+
+class LeaseLost(StorageError):
+    """The worker's lease on a conversation expired and another worker took it; its turn was not committed."""
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What one webhook changed: new inbound messages, duplicates ignored, status updates applied."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    statuses: int = 0
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation as a worker sees it while holding its lease."""
+
+    id: int
+    channel: str
+    account_id: str
+    user_id: str
+    user_name: str | None
+    stage: str | None
+    state: dict[str, Any]
+    mode: str
+    turn_count: int
+    session_started_at: datetime | None
+    last_inbound_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """An inbound message waiting for its turn, with its row id and attempts so far."""
+
+    id: int
+    message: InboundMessage
+    received_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """The full trace of one turn, as stored in ``turns`` (replay needs nothing else)."""
+
+    started_at: datetime
+    finished_at: datetime
+    stage_before: str | None
+    stage_after: str | None
+    user_text: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    prompt: list[dict[str, Any]] | None = None
+    model: str | None = None
+    parameters: dict[str, Any] | None = None
+    intent: str | None = None
+    ai_response: str | None = None
+    usage: dict[str, Any] | None = None
+    latency_ms: float | None = None
+    template_versions: dict[str, str] = field(default_factory=dict)
+    bot_version: str | None = None
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PastTurn:
+    """A previous turn of the same conversation, for the AI's history window and the session timeout."""
+
+    user_text: str | None
+    replies: tuple[str, ...]
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class ConversationChange:
+    """The conversation's state after a turn."""
+
+    stage: str | None
+    state: dict[str, Any]
+    mode: str
+    session_started_at: datetime | None
+
+
+def _insert(connection: sa.Connection, table: sa.Table) -> Any:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def store_events(engine: sa.Engine, events: Iterable[Event], *, now: datetime, debounce: float = 0.0) -> StoreResult:
+    """Store a webhook's events in ONE transaction: upsert conversations, insert new inbound messages
+    (deduplicated on channel + provider id), apply status updates.
+
+    Raises StorageError when the database is unavailable (the webhook answers 503 and Meta retries).
+    """
+    inserted = duplicates = statuses = 0
+    available_at = now + timedelta(seconds=debounce)
+    try:
+        with engine.begin() as connection:
+            for event in events:
+                if isinstance(event, InboundMessage):
+                    conversation_id = _upsert_conversation(connection, event, now=now)
+                    if _insert_inbound(connection, event, conversation_id, now=now, available_at=available_at):
+                        inserted += 1
+                    else:
+                        duplicates += 1
+                elif isinstance(event, StatusUpdate):
+                    statuses += int(apply_status(connection, event, now=now))
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+    return StoreResult(inserted, duplicates, statuses)
+
+
+def _upsert_conversation(connection: sa.Connection, message: InboundMessage, *, now: datetime) -> int:
+    c = conversations.c
+    statement = _insert(connection, conversations).values(
+        channel=message.channel,
+        account_id=message.account_id,
+        user_id=message.user_id,
+        user_name=message.user_name,
+        state={},
+        mode="bot",
+        turn_count=0,
+        last_inbound_at=message.timestamp,
+        created_at=now,
+        updated_at=now,
+    )
+    newer = sa.or_(c.last_inbound_at.is_(None), statement.excluded.last_inbound_at > c.last_inbound_at)
+    statement = statement.on_conflict_do_update(
+        index_elements=[c.channel, c.account_id, c.user_id],
+        set_={
+            "user_name": sa.func.coalesce(statement.excluded.user_name, c.user_name),
+            "last_inbound_at": sa.case((newer, statement.excluded.last_inbound_at), else_=c.last_inbound_at),
+            "updated_at": now,
+        },
+    ).returning(c.id)
+    return int(connection.execute(statement).scalar_one())
+
+
+def _insert_inbound(
+    connection: sa.Connection, message: InboundMessage, conversation_id: int, *, now: datetime, available_at: datetime
+) -> bool:
+    m = inbound_messages.c
+    statement = (
+        _insert(connection, inbound_messages)
+        .values(
+            conversation_id=conversation_id,
+            channel=message.channel,
+            provider_message_id=message.provider_message_id,
+            kind=message.kind,
+            text=message.text,
+            payload=message.payload,
+            raw=message.raw,
+            provider_timestamp=message.timestamp,
+            received_at=now,
+            available_at=available_at,
+            status="pending",
+            attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=[m.channel, m.provider_message_id])
+        .returning(m.id)
+    )
+    return connection.execute(statement).first() is not None
+
+
+def claim_conversation(engine: sa.Engine, *, worker_id: str, now: datetime, lease: timedelta) -> Conversation | None:
+    """Lease the conversation whose oldest due message waits longest, or return ``None`` when none is due.
+
+    A conversation is due when it has a pending message whose ``available_at`` has passed and no live lease
+    (an expired lease — a crashed worker — counts as free). PostgreSQL skips rows other workers are locking.
+    """
+    c, m = conversations.c, inbound_messages.c
+    query = (
+        sa.select(c.id)
+        .select_from(inbound_messages.join(conversations, c.id == m.conversation_id))
+        .where(
+            m.status == "pending",
+            m.available_at <= now,
+            c.mode == "bot",
+            sa.or_(c.locked_until.is_(None), c.locked_until < now),
+        )
+        .order_by(m.id)
+        .limit(1)
+    )
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update(of=conversations, skip_locked=True)
+            conversation_id = connection.execute(query).scalar()
+            if conversation_id is None:
+                return None
+            row = connection.execute(
+                conversations.update()
+                .where(c.id == conversation_id)
+                .values(locked_by=worker_id, locked_until=now + lease)
+                .returning(*conversations.c)
+            ).one()
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+    return _conversation(row)
+
+
+def _conversation(row: sa.Row[Any]) -> Conversation:
+    return Conversation(
+        id=row.id,
+        channel=row.channel,
+        account_id=row.account_id,
+        user_id=row.user_id,
+        user_name=row.user_name,
+        stage=row.stage,
+        state=dict(row.state or {}),
+        mode=row.mode,
+        turn_count=row.turn_count,
+        session_started_at=row.session_started_at,
+        last_inbound_at=row.last_inbound_at,
+    )
+
+
+def pending_messages(engine: sa.Engine, conversation: Conversation, *, now: datetime) -> list[PendingMessage]:
+    """The conversation's due pending messages, in arrival order."""
+    m = inbound_messages.c
+    query = (
+        sa.select(inbound_messages)
+        .where(m.conversation_id == conversation.id, m.status == "pending", m.available_at <= now)
+        .order_by(m.id)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        PendingMessage(
+            id=row.id,
+            message=InboundMessage(
+                channel=row.channel,
+                account_id=conversation.account_id,
+                user_id=conversation.user_id,
+                provider_message_id=row.provider_message_id,
+                kind=row.kind,
+                timestamp=row.provider_timestamp,
+                text=row.text,
+                user_name=conversation.user_name,
+                payload=dict(row.payload or {}),
+                raw=dict(row.raw or {}),
+            ),
+            received_at=row.received_at,
+            attempts=row.attempts,
+        )
+        for row in rows
+    ]
+
+
+def complete_turn(
+    engine: sa.Engine,
+    conversation: Conversation,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    answered: Sequence[int],
+    skipped: Sequence[int] = (),
+    turn: TurnRecord | None,
+    replies: Sequence[OutboundMessage] = (),
+    change: ConversationChange | None = None,
+    failed_error: str | None = None,
+    mark_read: str | None = None,
+) -> int | None:
+    """Commit one turn in ONE transaction and renew the lease; returns the turn id (``None`` without a turn).
+
+    Writes the turn, its outbound messages (the outbox), the new conversation state, and marks ``answered``
+    messages ``done`` (or ``failed`` with ``failed_error``) and ``skipped`` ones ``skipped``. ``mark_read`` (the
+    provider id of the answered message) rides on the first reply, so the sender marks it read when it sends.
+    Raises LeaseLost, writing nothing, when the lease was taken over by another worker.
+    """
+    c, m = conversations.c, inbound_messages.c
+    try:
+        with engine.begin() as connection:
+            values: dict[str, Any] = {"locked_until": now + lease, "updated_at": now}
+            if change is not None:
+                values |= {
+                    "stage": change.stage,
+                    "state": change.state,
+                    "mode": change.mode,
+                    "session_started_at": change.session_started_at,
+                }
+            if turn is not None:
+                values["turn_count"] = c.turn_count + 1
+            held = connection.execute(
+                conversations.update().where(c.id == conversation.id, c.locked_by == worker_id).values(**values)
+            )
+            if held.rowcount != 1:
+                raise LeaseLost(f"conversation {conversation.id}: lease lost to another worker; turn discarded")
+            turn_id = None
+            if turn is not None:
+                turn_id = connection.execute(
+                    turns.insert()
+                    .values(
+                        conversation_id=conversation.id,
+                        inbound_ids=list(answered),
+                        **{name: getattr(turn, name) for name in TurnRecord.__dataclass_fields__},
+                    )
+                    .returning(turns.c.id)
+                ).scalar_one()
+            if replies:
+                connection.execute(
+                    outbound_messages.insert(),
+                    [
+                        {
+                            "conversation_id": conversation.id,
+                            "turn_id": turn_id,
+                            "body": reply.to_json(),
+                            "reply_to": mark_read if index == 0 else None,
+                            "status": "pending",
+                            "attempts": 0,
+                            "next_attempt_at": now,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for index, reply in enumerate(replies)
+                    ],
+                )
+            if answered:
+                connection.execute(
+                    inbound_messages.update()
+                    .where(m.id.in_(answered))
+                    .values(
+                        status="failed" if failed_error else "done",
+                        error=failed_error,
+                        turn_id=turn_id,
+                        attempts=m.attempts + 1,
+                    )
+                )
+            if skipped:
+                connection.execute(inbound_messages.update().where(m.id.in_(skipped)).values(status="skipped"))
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+    return turn_id
+
+
+def defer_messages(engine: sa.Engine, message_ids: Sequence[int], *, error: str, available_at: datetime) -> None:
+    """A turn failed: count the attempt, keep the messages pending until ``available_at`` (backoff)."""
+    m = inbound_messages.c
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                inbound_messages.update()
+                .where(m.id.in_(message_ids))
+                .values(attempts=m.attempts + 1, error=error, available_at=available_at)
+            )
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+
+
+def release_conversation(engine: sa.Engine, conversation: Conversation, *, worker_id: str) -> None:
+    """Give the lease back (only if still ours), so another worker may take the conversation at once."""
+    c = conversations.c
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                conversations.update()
+                .where(c.id == conversation.id, c.locked_by == worker_id)
+                .values(locked_by=None, locked_until=None)
+            )
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+
+
+def recent_turns(engine: sa.Engine, conversation_id: int, *, limit: int) -> list[PastTurn]:
+    """The conversation's last ``limit`` turns, oldest first."""
+    t = turns.c
+    query = (
+        sa.select(t.user_text, t.replies, t.finished_at)
+        .where(t.conversation_id == conversation_id)
+        .order_by(t.id.desc())
+        .limit(limit)
+    )
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+    return [
+        PastTurn(row.user_text, tuple(r.get("text", "") for r in row.replies or ()), row.finished_at)
+        for row in reversed(rows)
+    ]
