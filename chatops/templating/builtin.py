@@ -1,0 +1,277 @@
+"""The built-in variable providers every template can use: ``user``, ``conversation``, ``clock``, ``message``.
+
+They read only the :class:`~chatops.templating.providers.ProviderContext` of the turn (no I/O, no clock of their
+own), so they always succeed for a well-formed context. ``message_variables`` defines how an inbound message looks to
+templates, whatever its kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, time
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from chatops.errors import BotDefinitionError
+from chatops.templating.sandbox import Namespace
+
+if TYPE_CHECKING:
+    from chatops.channels.events import InboundMessage
+    from chatops.templating.providers import ProviderContext
+
+MASK = "•"
+_MEDIA_KINDS = frozenset({"image", "audio", "video", "document", "sticker"})
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_DAY_NAMES = {name[:3].lower(): index for index, name in enumerate(WEEKDAYS)}
+
+# Every key is always present in ``message`` (None when the kind has no such field), so templates and the linter
+# can rely on the names whatever the user sent.
+MESSAGE_FIELDS: dict[str, str] = {
+    "id": "the channel's message id",
+    "channel": "whatsapp or messenger",
+    "kind": "text, button, image, audio, video, document, sticker, location, contacts, reaction or unsupported",
+    "text": "the text typed, a button's title, a caption or an emoji (None when there is none)",
+    "at": "when the user sent it (aware datetime, UTC)",
+    "button": "the id/payload of the tapped button, list row, quick reply or postback",
+    "button_title": "the title of the tapped button",
+    "caption": "the caption of an image, video or document",
+    "media_id": "the channel's id of the media (WhatsApp) or sticker (Messenger)",
+    "media_url": "the media URL the channel gave, if any",
+    "mime_type": "the media's MIME type",
+    "filename": "a document's file name",
+    "voice": "true for a voice note",
+    "latitude": "a shared location's latitude",
+    "longitude": "a shared location's longitude",
+    "location_name": "a shared location's name",
+    "address": "a shared location's address",
+    "contacts": "shared contact cards: list of {name, phones, emails}",
+    "emoji": "a reaction's emoji ('' when a reaction was removed)",
+    "reacted_to": "the id of the message a reaction is about",
+    "unsupported_type": "what the channel could not deliver (e.g. edit, poll)",
+    "reply_to": "the id of the message this one replies to",
+    "forwarded": "true when the user forwarded it",
+}
+
+
+def message_variables(inbound: InboundMessage | None) -> dict[str, Any]:
+    """The ``message`` variables for ``inbound`` (every key of MESSAGE_FIELDS; all None when there is none)."""
+    values: dict[str, Any] = dict.fromkeys(MESSAGE_FIELDS)
+    if inbound is None:
+        values["forwarded"] = False
+        values["voice"] = False
+        return values
+    payload = inbound.payload
+    values.update(
+        id=inbound.provider_message_id,
+        channel=inbound.channel,
+        kind=inbound.kind,
+        text=inbound.text,
+        at=inbound.timestamp,
+        caption=payload.get("caption"),
+        mime_type=payload.get("mime_type"),
+        filename=payload.get("filename"),
+        media_id=payload.get("media_id"),
+        media_url=payload.get("url") if inbound.kind in _MEDIA_KINDS else None,
+        voice=bool(payload.get("voice")),
+        reply_to=payload.get("reply_to"),
+        forwarded=bool(payload.get("forwarded")),
+    )
+    if inbound.kind == "button":
+        values.update(button=payload.get("button"), button_title=payload.get("title"))
+    elif inbound.kind == "location":
+        values.update(
+            latitude=payload.get("latitude"),
+            longitude=payload.get("longitude"),
+            location_name=payload.get("name"),
+            address=payload.get("address"),
+        )
+    elif inbound.kind == "reaction":
+        values.update(emoji=payload.get("emoji", ""), reacted_to=payload.get("message_id"))
+    elif inbound.kind == "contacts":
+        values["contacts"] = [
+            {"name": card.get("name"), "phones": list(card.get("phones", ())), "emails": list(card.get("emails", ()))}
+            for card in payload.get("contacts", ())
+            if isinstance(card, Mapping)
+        ]
+    elif inbound.kind == "unsupported":
+        values["unsupported_type"] = payload.get("type")
+    return values
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """``phone`` with every digit but the last four replaced by "•" ("•••••••4321"); None stays None."""
+    if not phone:
+        return None
+    digits = [char for char in phone if char.isdigit()]
+    if len(digits) <= 4:
+        return MASK * len(digits)
+    return MASK * (len(digits) - 4) + "".join(digits[-4:])
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    """Opening windows: each is (weekdays 0=Monday…6=Sunday, opens, closes); a window closing at or before it
+    opens runs past midnight into the next day."""
+
+    spec: str
+    windows: tuple[tuple[frozenset[int], time, time], ...]
+
+    def is_open(self, local: datetime) -> bool:
+        """Whether ``local`` (a datetime in the bot's timezone) falls inside a window."""
+        now = local.time().replace(tzinfo=None)
+        day = local.weekday()
+        for days, opens, closes in self.windows:
+            if opens < closes:
+                if day in days and opens <= now < closes:
+                    return True
+            elif (day in days and now >= opens) or ((day - 1) % 7 in days and now < closes):
+                return True
+        return False
+
+
+_WINDOW = re.compile(
+    r"^\s*(?P<days>[A-Za-z]+(?:\s*[-–]\s*[A-Za-z]+)?(?:\s*/\s*[A-Za-z]+(?:\s*[-–]\s*[A-Za-z]+)?)*)\s+"
+    r"(?P<opens>\d{1,2}:\d{2})\s*[-–]\s*(?P<closes>\d{1,2}:\d{2})\s*$"
+)
+_HOURS_HINT = 'write windows like "Mon-Fri 09:00-17:00, Sat 10:00-14:00" (days Mon…Sun, 24-hour times)'
+
+
+@lru_cache(maxsize=64)
+def parse_business_hours(spec: str) -> BusinessHours:
+    """Parse ``"Mon-Fri 09:00-17:00, Sat 10:00-14:00"`` (``-`` or ``–``; ``;`` or ``,`` between windows).
+
+    Raises BotDefinitionError saying which part is wrong.
+    """
+    windows = []
+    for part in re.split(r"[;,]", spec):
+        if not part.strip():
+            continue
+        match = _WINDOW.match(part)
+        if match is None:
+            raise BotDefinitionError(f"business hours {part.strip()!r} not understood", hint=_HOURS_HINT)
+        days = frozenset(day for days_part in match["days"].split("/") for day in _day_range(days_part.strip(), part))
+        windows.append((days, _clock_time(match["opens"], part), _clock_time(match["closes"], part)))
+    if not windows:
+        raise BotDefinitionError("business hours are empty", hint=_HOURS_HINT)
+    return BusinessHours(spec, tuple(windows))
+
+
+def _day_range(text: str, part: str) -> list[int]:
+    names = [name.strip()[:3].lower() for name in re.split(r"[-–]", text)]
+    if any(name not in _DAY_NAMES for name in names):
+        raise BotDefinitionError(f"business hours {part.strip()!r}: unknown day in {text!r}", hint=_HOURS_HINT)
+    first, last = _DAY_NAMES[names[0]], _DAY_NAMES[names[-1]]
+    return [(first + offset) % 7 for offset in range((last - first) % 7 + 1)]
+
+
+def _clock_time(text: str, part: str) -> time:
+    hours, minutes = (int(piece) for piece in text.split(":"))
+    if hours == 24 and minutes == 0:
+        return time.max  # "24:00" closes at the end of the day
+    if hours > 23 or minutes > 59:
+        raise BotDefinitionError(f"business hours {part.strip()!r}: {text} is not a time", hint=_HOURS_HINT)
+    return time(hours, minutes)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BotDefinitionError(
+            f"unknown timezone {name!r}", hint="use an IANA name such as Europe/Berlin or UTC"
+        ) from None
+
+
+class UserProvider:
+    """``user``: who the bot is talking to. The phone number is masked: only its last four digits show."""
+
+    name = "user"
+    provides: Mapping[str, str] = {
+        "id": "the user's id on the channel (WhatsApp number / Messenger PSID)",
+        "name": "the profile name the channel reports (None when unknown)",
+        "phone": "the phone number with all but its last 4 digits masked (None on Messenger)",
+        "channel": "whatsapp or messenger",
+    }
+
+    def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
+        user = context.user
+        return {"id": user.id, "name": user.name, "phone": mask_phone(user.phone), "channel": user.channel}
+
+
+class ConversationProvider:
+    """``conversation``: the conversation's stage, turn count, start and last messages."""
+
+    name = "conversation"
+    provides: Mapping[str, str] = {
+        "id": "the conversation's id",
+        "stage": "the current stage",
+        "turn_count": "how many turns the bot has taken",
+        "started_at": "when the conversation (or its current session) started",
+        "last_messages": "the latest messages, oldest first: list of {direction (in/out), text, at}",
+    }
+
+    def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
+        conversation = context.conversation
+        return {
+            "id": conversation.id,
+            "stage": conversation.stage,
+            "turn_count": conversation.turn_count,
+            "started_at": conversation.started_at,
+            "last_messages": [dict(message) for message in conversation.last_messages],
+        }
+
+
+class ClockProvider:
+    """``clock``: the turn's time in the bot's timezone (from the injected clock, never read here)."""
+
+    name = "clock"
+    provides: Mapping[str, str] = {
+        "now": "the current time (aware datetime in the bot's timezone)",
+        "today": "today's date in the bot's timezone",
+        "weekday": "Monday … Sunday",
+        "time": "HH:MM, 24-hour",
+        "hour": "the hour, 0-23",
+        "timezone": "the bot's timezone name",
+        "business_hours": "true inside the bot's business hours, false outside, None when none are set",
+    }
+
+    def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
+        local = context.now.astimezone(_zone(context.timezone))
+        hours = context.business_hours
+        return {
+            "now": local,
+            "today": local.date(),
+            "weekday": WEEKDAYS[local.weekday()],
+            "time": local.strftime("%H:%M"),
+            "hour": local.hour,
+            "timezone": context.timezone,
+            "business_hours": parse_business_hours(hours).is_open(local) if hours else None,
+        }
+
+
+class MessageProvider:
+    """``message``: the inbound message being answered (see MESSAGE_FIELDS)."""
+
+    name = "message"
+    provides: Mapping[str, str] = MESSAGE_FIELDS
+
+    def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
+        return {**dict.fromkeys(MESSAGE_FIELDS), **context.message}
+
+
+BUILTIN_PROVIDERS = (UserProvider(), ConversationProvider(), ClockProvider(), MessageProvider())
+BUILTIN_NAMES = frozenset(provider.name for provider in BUILTIN_PROVIDERS)
+
+
+def builtin_variables(context: ProviderContext) -> dict[str, Any]:
+    """The static variables plus the built-in namespaces: what provider URLs, keys and params are rendered with.
+
+    Raises BotDefinitionError for a bad timezone or business-hours spec in the context.
+    """
+    variables: dict[str, Any] = dict(context.static)
+    for provider in BUILTIN_PROVIDERS:
+        variables[provider.name] = Namespace(provider.name, provider.fetch(context))
+    return variables
