@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from chatops.config.bot_schema import (
@@ -129,7 +130,11 @@ def validate_bot(path: Path, *, templates_dir: Path | None = None) -> BotValidat
     except UnicodeDecodeError:
         return _failed(SourceLocation(shown, 1, 1), "file is not UTF-8 text", "save it as UTF-8")
     except YamlSourceError as exc:
-        return _failed(SourceLocation(shown, exc.line, exc.col), exc.message, exc.hint or "check the indentation")
+        return _failed(
+            SourceLocation(shown, exc.line, exc.col),
+            exc.message,
+            exc.hint or "check the YAML near this position: indentation, quotes, brackets",
+        )
     if not isinstance(source.data, dict):
         return _failed(
             SourceLocation(shown, 1, 1),
@@ -217,6 +222,10 @@ def _schema_problems(exc: ValidationError, source: YamlSource) -> list[BotProble
                 text += f" (got {value!r})"
             message = f"{_where(path)}: {text}" if path else text
             hint = "see docs/stages.md"
+            node = source.node(path)
+            if error["type"] == "string_type" and isinstance(node, yaml.ScalarNode) and not node.style:
+                # YAML 1.1 reads yes/no/on/off as booleans and 1.0 as a number; quoting keeps the text.
+                hint = f'YAML reads {node.value} as {type(value).__name__}; write it in quotes: "{node.value}"'
         if path in seen:
             continue
         seen.add(path)

@@ -41,15 +41,23 @@ BUILTIN_PROVIDER_KINDS = ("http", "sql", "lookup")
 #: Options each built-in provider kind accepts beside the common keys, and which of them are required.
 PROVIDER_OPTIONS: Mapping[str, Mapping[str, bool]] = MappingProxyType(
     {
-        "http": MappingProxyType({"url": True, "method": False, "headers": False, "body": False, "select": False}),
-        "sql": MappingProxyType({"database_url": True, "query": True, "params": False}),
-        "lookup": MappingProxyType({"file": True, "key": True, "key_column": False}),
+        "http": MappingProxyType(
+            {"url": True, "method": False, "headers": False, "body": False, "select": False, "missing": False}
+        ),
+        "sql": MappingProxyType(
+            {"database_url": True, "query": True, "params": False, "result": False, "max_rows": False}
+        ),
+        "lookup": MappingProxyType(
+            {"file": True, "key": True, "key_column": False, "case_sensitive": False, "default": False}
+        ),
     }
 )
-#: Options whose values are Jinja templates (string, or a mapping of strings), rendered per turn.
+#: Options rendered per turn (a string, or a mapping of strings). http values are always templates; sql params and
+#: the lookup key are Jinja expressions (``user.id``) unless they contain ``{{ }}``/``{% %}``.
 PROVIDER_TEMPLATE_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"http": ("url", "headers", "body"), "sql": ("params",), "lookup": ("key",)}
 )
+PROVIDER_EXPRESSION_KINDS = frozenset({"sql", "lookup"})
 MAX_BUTTONS = 10  # WhatsApp: 3 reply buttons or a 10-row list; Messenger: 13 quick replies. 10 fits both.
 TEMPLATE_INCLUDE = re.compile(r"""\{%-?\s*(?:include|import|from|extends)\s+["']([^"']+)["']""")
 
