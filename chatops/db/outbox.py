@@ -1,0 +1,283 @@
+"""The outbox: queries on ``outbound_messages`` for the sender and for status webhooks.
+
+Lifecycle of a row::
+
+    pending ──claim──▶ sending ──mark_sent──▶ sent ──status──▶ delivered ──status──▶ read
+       ▲                 │  │                   └──────────── status "failed" (any time) ─────────▶ failed
+       └─schedule_retry──┘  └──mark_failed──▶ failed
+       └─release_outbound (token refused: no attempt used) / recover_stale_sending (crashed sender)
+
+Every function takes the time as ``now`` (an aware datetime) and never reads the clock, so tests drive time.
+Each takes an Engine (and runs its own transaction) or a Connection (and runs inside the caller's
+transaction, which the caller commits). Order per conversation is kept by :func:`claim_outbound`: a row is
+only claimed when no earlier row of its conversation is still unsent (``pending`` or ``sending``).
+Database errors propagate as SQLAlchemy errors; callers at the boundary turn them into StorageError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from chatops.channels.events import Channel, OutboundMessage, StatusUpdate
+from chatops.db.tables import conversations, outbound_messages
+
+Bind = sa.Engine | sa.Connection
+
+UNSENT = ("pending", "sending")
+# Delivery progress only moves forward; "played" (a voice message was listened to) counts as read.
+_RANK = {"sent": 1, "delivered": 2, "read": 3}
+_STATUS_OF = {"sent": "sent", "delivered": "delivered", "read": "read", "played": "read"}
+
+
+@dataclass(frozen=True)
+class OutboundRow:
+    """A claimed outbound message: where it goes, what it says, and the attempt it is on (1 for the first).
+
+    ``last_inbound_at`` is the conversation's last user message (``None`` if there was none): the 24-hour
+    customer-service window is counted from it. ``reply_to`` is the inbound provider id this row answers.
+    """
+
+    id: int
+    conversation_id: int
+    channel: Channel
+    account_id: str
+    user_id: str
+    body: OutboundMessage
+    reply_to: str | None
+    attempts: int
+    last_inbound_at: datetime | None
+
+
+@contextmanager
+def _transaction(bind: Bind) -> Iterator[sa.Connection]:
+    if isinstance(bind, sa.Connection):
+        yield bind  # the caller's transaction: it commits or rolls back
+        return
+    with bind.begin() as connection:
+        yield connection
+
+
+def claim_outbound(
+    bind: Bind, *, now: datetime, limit: int, channels: Collection[Channel] | None = None
+) -> list[OutboundRow]:
+    """Claim up to ``limit`` due rows, oldest first, at most one per conversation, and mark them ``sending``.
+
+    Due: ``pending`` with ``next_attempt_at <= now`` and no earlier unsent row in the same conversation.
+    ``channels`` restricts the claim (the sender leaves out channels it cannot send on). Writes status,
+    ``attempts + 1`` and ``updated_at`` in the same transaction. On PostgreSQL rows locked by another claim are
+    skipped (``FOR UPDATE SKIP LOCKED``), so concurrent senders never claim the same row; on SQLite the
+    ``BEGIN IMMEDIATE`` transaction serialises claims.
+    """
+    if limit <= 0 or (channels is not None and not channels):
+        return []
+    o = outbound_messages
+    c = conversations
+    earlier = o.alias("earlier")
+    query = (
+        sa.select(
+            o.c.id,
+            o.c.conversation_id,
+            c.c.channel,
+            c.c.account_id,
+            c.c.user_id,
+            o.c.body,
+            o.c.reply_to,
+            o.c.attempts,
+            c.c.last_inbound_at,
+        )
+        .join(c, c.c.id == o.c.conversation_id)
+        .where(
+            o.c.status == "pending",
+            o.c.next_attempt_at <= now,
+            ~sa.exists().where(
+                earlier.c.conversation_id == o.c.conversation_id,
+                earlier.c.id < o.c.id,
+                earlier.c.status.in_(UNSENT),
+            ),
+        )
+        .order_by(o.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=o)
+    )
+    if channels is not None:
+        query = query.where(c.c.channel.in_(list(channels)))
+    with _transaction(bind) as connection:
+        rows = connection.execute(query).all()
+        if not rows:
+            return []
+        connection.execute(
+            sa.update(o)
+            .where(o.c.id.in_([row.id for row in rows]))
+            .values(status="sending", attempts=o.c.attempts + 1, updated_at=now)
+        )
+    return [
+        OutboundRow(
+            id=row.id,
+            conversation_id=row.conversation_id,
+            channel=row.channel,
+            account_id=row.account_id,
+            user_id=row.user_id,
+            body=OutboundMessage.from_json(row.body),
+            reply_to=row.reply_to,
+            attempts=row.attempts + 1,
+            last_inbound_at=row.last_inbound_at,
+        )
+        for row in rows
+    ]
+
+
+def mark_sent(bind: Bind, row_id: int, *, provider_message_id: str, now: datetime) -> bool:
+    """Record that Meta accepted row ``row_id``: status ``sent``, the provider id, ``sent_at``; errors cleared.
+
+    Returns False when the row is no longer unsent (a status webhook got there first, or it was deleted).
+    """
+    return _update(
+        bind,
+        row_id,
+        outbound_messages.c.status.in_(UNSENT),
+        status="sent",
+        provider_message_id=provider_message_id,
+        sent_at=now,
+        updated_at=now,
+        error_code=None,
+        error=None,
+    )
+
+
+def schedule_retry(
+    bind: Bind, row_id: int, *, next_attempt_at: datetime, error_code: int | None, error: str, now: datetime
+) -> bool:
+    """Put a ``sending`` row back to ``pending`` until ``next_attempt_at``, keeping the error that caused it."""
+    return _update(
+        bind,
+        row_id,
+        outbound_messages.c.status == "sending",
+        status="pending",
+        next_attempt_at=next_attempt_at,
+        error_code=error_code,
+        error=error,
+        updated_at=now,
+    )
+
+
+def mark_failed(bind: Bind, row_id: int, *, error_code: int | None, error: str, now: datetime) -> bool:
+    """Give up on an unsent row: status ``failed`` with the Graph error code (``None`` if none) and the reason."""
+    return _update(
+        bind,
+        row_id,
+        outbound_messages.c.status.in_(UNSENT),
+        status="failed",
+        error_code=error_code,
+        error=error,
+        updated_at=now,
+    )
+
+
+def release_outbound(
+    bind: Bind, row_id: int, *, now: datetime, error_code: int | None = None, error: str | None = None
+) -> bool:
+    """Put a ``sending`` row back to ``pending`` and give back the attempt its claim counted.
+
+    For failures that are not the message's fault (the channel's token was refused): the row waits, due at once,
+    until the sender may use the channel again.
+    """
+    o = outbound_messages
+    return _update(
+        bind,
+        row_id,
+        o.c.status == "sending",
+        status="pending",
+        attempts=sa.case((o.c.attempts > 0, o.c.attempts - 1), else_=0),
+        error_code=error_code,
+        error=error,
+        updated_at=now,
+    )
+
+
+def recover_stale_sending(bind: Bind, *, older_than: timedelta, now: datetime) -> int:
+    """Put rows that have been ``sending`` for longer than ``older_than`` back to ``pending``, due now.
+
+    A row stays ``sending`` only when its sender died between the claim and the result. Whether Meta got that
+    request is unknown, so the recovered message may reach the user twice: at most the messages that were in
+    flight at the crash. ``older_than`` must exceed the longest a send can take (Graph timeout + mark-as-read).
+    Returns how many rows were recovered.
+    """
+    o = outbound_messages
+    with _transaction(bind) as connection:
+        result = connection.execute(
+            sa.update(o)
+            .where(o.c.status == "sending", o.c.updated_at <= now - older_than)
+            .values(status="pending", next_attempt_at=now, updated_at=now)
+        )
+    return int(result.rowcount)
+
+
+def count_pending(bind: Bind, *, channels: Collection[Channel]) -> dict[Channel, int]:
+    """How many rows are waiting to be sent (``pending``, due or not) on each of ``channels``."""
+    o = outbound_messages
+    c = conversations
+    query = (
+        sa.select(c.c.channel, sa.func.count())
+        .select_from(o.join(c, c.c.id == o.c.conversation_id))
+        .where(o.c.status == "pending", c.c.channel.in_(list(channels)))
+        .group_by(c.c.channel)
+    )
+    with _transaction(bind) as connection:
+        counts = {row[0]: int(row[1]) for row in connection.execute(query)}
+    return {channel: counts.get(channel, 0) for channel in channels}
+
+
+def apply_status(bind: Bind, update: StatusUpdate, *, now: datetime) -> bool:
+    """Apply a delivery report to the outbound rows it names; returns whether any row changed.
+
+    By provider message id (WhatsApp, and Messenger ``delivered`` with mids): ``sent`` < ``delivered`` <
+    ``read`` only ever move forward (``played`` counts as ``read``); ``failed`` always applies, with
+    ``error_code`` and the error title (plus details), e.g. a 131047 reported after Meta accepted the send.
+    Messenger reports without a mid carry a ``watermark``: every ``sent``/``delivered`` row of the conversation
+    (channel + account_id + user_id) whose ``sent_at`` is at or before it becomes ``delivered`` or ``read``.
+
+    Pass the webhook's Connection to apply it inside that transaction (nothing is committed here); an Engine
+    runs its own. A report for a message id that is not stored (yet) changes nothing.
+    """
+    o = outbound_messages
+    c = conversations
+    status = _STATUS_OF[update.status] if update.status != "failed" else "failed"
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status == "failed":
+        condition: sa.ColumnElement[bool] = o.c.status != "failed"
+        values["error_code"] = update.error_code
+        values["error"] = _status_error(update)
+    else:
+        lower = [name for name, rank in _RANK.items() if rank < _RANK[status]]
+        condition = o.c.status.in_(lower)
+    if update.provider_message_id is not None:
+        in_channel = sa.select(c.c.id).where(c.c.channel == update.channel)
+        where = [o.c.provider_message_id == update.provider_message_id, o.c.conversation_id.in_(in_channel)]
+    elif update.watermark is not None and status != "failed":
+        conversation = sa.select(c.c.id).where(
+            c.c.channel == update.channel, c.c.account_id == update.account_id, c.c.user_id == update.user_id
+        )
+        where = [o.c.conversation_id.in_(conversation), o.c.sent_at <= update.watermark]
+    else:
+        return False
+    with _transaction(bind) as connection:
+        result = connection.execute(sa.update(o).where(condition, *where).values(**values))
+    return bool(result.rowcount)
+
+
+def _status_error(update: StatusUpdate) -> str:
+    title = update.error_title or "reported failed by the provider"
+    return f"{title}: {update.error_details}" if update.error_details else title
+
+
+def _update(bind: Bind, row_id: int, condition: sa.ColumnElement[bool], **values: Any) -> bool:
+    o = outbound_messages
+    with _transaction(bind) as connection:
+        result = connection.execute(sa.update(o).where(o.c.id == row_id, condition).values(**values))
+    return bool(result.rowcount)
