@@ -1,0 +1,530 @@
+"""``lint-templates``: check a bot's templates and stage graph without rendering anything.
+
+:func:`lint_bot` loads stages.yaml (its problems become findings), then for every stage checks that each variable
+its templates read is provided there (built-ins, static variables, the stage's providers: see
+``BotDefinition.template_variables``), following includes and imports; it also checks template syntax, filters and
+tests, provider option templates, the ``whatsapp_template`` params, unused templates and the stage graph. Rule codes
+are stable and documented in docs/lint-rules.md. Formatting for ``text``, ``json`` and ``github`` is here too, so
+the CLI only parses options and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jinja2 import Environment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from chatops.config.bot import BotDefinition, display_path, template_files_in, validate_bot
+from chatops.config.bot_schema import PROVIDER_EXPRESSION_KINDS, did_you_mean
+from chatops.templating.variable_uses import TemplateAnalysis, VariableUse, analyse_template
+
+Severity = Literal["error", "warning"]
+Namespace = Mapping[str, frozenset[str] | None]
+
+#: Every rule: code -> (severity, summary). docs/lint-rules.md explains each one.
+RULES: Mapping[str, tuple[Severity, str]] = {
+    "E100": ("error", "template syntax error"),
+    "E101": ("error", "undefined variable"),
+    "E102": ("error", "undefined attribute of a known variable"),
+    "E103": ("error", "missing template file"),
+    "E104": ("error", "unknown filter or test"),
+    "W101": ("warning", "undefined variable or attribute, guarded by |default, is defined or if"),
+    "W102": ("warning", "unused template"),
+    "E200": ("error", "invalid stages.yaml"),
+    "E201": ("error", "transition or next to an unknown stage"),
+    "E202": ("error", "missing or unknown start stage"),
+    "E203": ("error", "stage with no reply and no way out"),
+    "W201": ("warning", "unreachable stage"),
+    "W202": ("warning", "transition on a button no stage offers"),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem at ``file:line:col``. ``stages`` lists the stages it applies to (a template may serve several).
+
+    ``message`` is what is wrong, ``context`` where it applies when it is not a stage (``provider order``),
+    ``hint`` how to fix it; ``length`` is the width of the caret under the source line.
+    """
+
+    file: str
+    line: int
+    col: int
+    code: str
+    message: str
+    stages: tuple[str, ...] = ()
+    context: str | None = None
+    hint: str | None = None
+    source_line: str = ""
+    length: int = 1
+
+    @property
+    def severity(self) -> Severity:
+        """``error`` or ``warning``, from the code."""
+        return "warning" if self.code.startswith("W") else "error"
+
+    @property
+    def stage(self) -> str | None:
+        """The stage names, comma-separated (``None`` when the finding is not about a stage)."""
+        return ", ".join(self.stages) or None
+
+    @property
+    def text(self) -> str:
+        """The full message: what, in which stage or context, and the hint."""
+        where = self.context
+        if self.stages:
+            where = ("stage " if len(self.stages) == 1 else "stages ") + ", ".join(self.stages)
+        return self.message + (f" ({where})" if where else "") + (f" — {self.hint}" if self.hint else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--format json`` object."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.text,
+            "stage": self.stage,
+            "hint": self.hint,
+        }
+
+
+@dataclass(frozen=True)
+class LintReport:
+    """Every finding, sorted by file and position, and what was checked."""
+
+    findings: tuple[Finding, ...]
+    templates: int
+    stages: int
+
+    @property
+    def errors(self) -> int:
+        """How many findings are errors."""
+        return sum(finding.severity == "error" for finding in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        """How many findings are warnings."""
+        return sum(finding.severity == "warning" for finding in self.findings)
+
+    def exit_code(self, *, strict: bool = False) -> int:
+        """1 when there are errors (or, with ``strict``, warnings), else 0."""
+        return 1 if self.errors or (strict and self.warnings) else 0
+
+
+def lint_bot(path: Path, *, templates_dir: Path | None = None, environment: Environment | None = None) -> LintReport:
+    """Lint the bot defined by ``path`` (stages.yaml) and its templates (default: ``templates/`` beside it).
+
+    ``environment`` is the Jinja environment templates run in (its filters, tests and globals count as defined);
+    default: a plain ImmutableSandboxedEnvironment. Reads files only. Raises BotDefinitionError when stages.yaml
+    cannot be read at all; every other problem is a finding.
+    """
+    env = environment if environment is not None else ImmutableSandboxedEnvironment()
+    result = validate_bot(path, templates_dir=templates_dir)
+    linter = _Linter(result.bot, env, path, templates_dir or path.parent / "templates")
+    for problem in result.problems:
+        loc = problem.location
+        linter.add(loc.file, loc.line, loc.col, problem.code, problem.message, hint=problem.hint)
+    if result.bot is not None:
+        linter.run(result.bot)
+    return linter.report()
+
+
+@dataclass
+class _Pending:
+    stages: list[str] = field(default_factory=list)
+
+
+class _Linter:
+    def __init__(self, bot: BotDefinition | None, env: Environment, path: Path, folder: Path) -> None:
+        self.env = env
+        self.folder = folder
+        self.stages_file = display_path(path)
+        self.stage_count = len(bot.stages) if bot is not None else 0
+        self.stage_lines = _lines(path)
+        self.analyses: dict[str, tuple[TemplateAnalysis, list[str]] | None] = {}
+        self.pending: dict[tuple[Any, ...], _Pending] = {}
+
+    # collecting ----------------------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        file: str,
+        line: int,
+        col: int,
+        code: str,
+        message: str,
+        *,
+        stage: str | None = None,
+        context: str | None = None,
+        hint: str | None = None,
+        length: int = 1,
+        lines: list[str] | None = None,
+    ) -> None:
+        if lines is None and file == self.stages_file:
+            lines = self.stage_lines
+        source_line = lines[line - 1] if lines and 0 < line <= len(lines) else ""
+        key = (file, line, col, code, message, context, hint, source_line, length)
+        entry = self.pending.setdefault(key, _Pending())
+        if stage is not None and stage not in entry.stages:
+            entry.stages.append(stage)
+
+    def report(self) -> LintReport:
+        findings = [
+            Finding(
+                file=key[0],
+                line=key[1],
+                col=key[2],
+                code=key[3],
+                message=key[4],
+                context=key[5],
+                hint=key[6],
+                source_line=key[7],
+                length=key[8],
+                stages=tuple(entry.stages),
+            )
+            for key, entry in self.pending.items()
+        ]
+        findings.sort(key=lambda f: (f.file != self.stages_file, f.file, f.line, f.col, f.code))
+        templates = len([name for name, found in self.analyses.items() if found is not None])
+        return LintReport(tuple(findings), templates, self.stage_count)
+
+    # checking ------------------------------------------------------------------------------------------------------
+
+    def run(self, bot: BotDefinition) -> None:
+        for name, stage in bot.stages.items():
+            for template in (stage.reply, stage.prompt):
+                if template is not None:
+                    self.template(template, bot.template_variables(name), stage=name, chain=())
+            if stage.on_error is not None:
+                self.template(stage.on_error, bot.template_variables(name, on_error=True), stage=name, chain=())
+        self.inline_templates(bot)
+        self.graph(bot)
+        for name in template_files_in(self.folder):
+            if name not in self.analyses:
+                file = display_path(self.folder / name)
+                self.add(file, 1, 1, "W102", "template is not used by any stage", hint="remove it, or use it")
+                self.analysis(name)  # counted as checked: a syntax error in it is still worth knowing
+
+    def analysis(self, name: str) -> tuple[TemplateAnalysis, list[str]] | None:
+        if name not in self.analyses:
+            file = self.folder / name
+            try:
+                source = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                self.analyses[name] = None
+                return None
+            found = analyse_template(source, environment=self.env, name=name)
+            lines = source.splitlines()
+            self.analyses[name] = (found, lines)
+            self.callables(display_path(file), found, lines)
+        return self.analyses[name]
+
+    def callables(self, file: str, found: TemplateAnalysis, lines: list[str]) -> None:
+        if found.syntax_error is not None:
+            line, message = found.syntax_error
+            self.add(file, line, 1, "E100", f"syntax error: {message}", lines=lines)
+        for use in found.callables:
+            known = self.env.filters if use.kind == "filter" else self.env.tests
+            if use.name not in known:
+                hint = _closest(use.name, sorted(known))
+                self.add(
+                    file,
+                    use.line,
+                    use.col,
+                    "E104",
+                    f"unknown {use.kind} '{use.name}'",
+                    hint=hint,
+                    lines=lines,
+                    length=len(use.name),
+                )
+
+    def template(
+        self,
+        name: str,
+        names: Namespace,
+        *,
+        stage: str | None,
+        chain: tuple[str, ...],
+        context: str | None = None,
+    ) -> None:
+        loaded = self.analysis(name)
+        if loaded is None:
+            return
+        found, lines = loaded
+        file = display_path(self.folder / name)
+        for use in found.uses:
+            self.variable(file, use, names, stage=stage, context=context, lines=lines)
+        for ref in found.references:
+            if self.analysis(ref.name) is None:
+                self.add(
+                    file,
+                    ref.line,
+                    ref.col,
+                    "E103",
+                    f"{ref.kind}d template '{ref.name}' does not exist",
+                    hint=_closest(ref.name, template_files_in(self.folder)),
+                    lines=lines,
+                    length=len(ref.name),
+                )
+            elif ref.name not in chain:
+                if ref.with_context:
+                    self.template(ref.name, names, stage=stage, chain=(*chain, name), context=context)
+                else:  # an import without context sees no variables at all
+                    ctx = f"imported without context by {name}"
+                    self.template(ref.name, {}, stage=None, chain=(*chain, name), context=ctx)
+
+    def variable(
+        self,
+        file: str,
+        use: VariableUse,
+        names: Namespace,
+        *,
+        stage: str | None,
+        context: str | None,
+        lines: list[str] | None,
+        line: int | None = None,
+        cols: tuple[int, int] | None = None,
+    ) -> None:
+        line = line if line is not None else use.line
+        col, attr_col = cols if cols is not None else (use.col, use.attr_col)
+        no_context = context is not None and context.startswith("imported without context")
+        if use.name not in names:
+            hint = "add `with context` to the import" if no_context else _closest(use.name, names)
+            code = "W101" if use.guarded else "E101"
+            if use.guarded and hint is None:
+                hint = "it is guarded (|default, is defined or if), so it renders; declare it or drop the guard"
+            message = f"undefined variable '{use.name}'"
+            self.add(
+                file,
+                line,
+                col,
+                code,
+                message,
+                stage=stage,
+                context=context,
+                hint=hint,
+                lines=lines,
+                length=len(use.name),
+            )
+            return
+        attributes = names[use.name]
+        if use.attr is None or attributes is None or use.attr in attributes:
+            return
+        close = _closest(use.attr, sorted(attributes))
+        hint = close or f"'{use.name}' provides: " + ", ".join(sorted(attributes))
+        code = "W101" if use.attr_guarded else "E102"
+        message = f"undefined attribute '{use.attr}' of '{use.name}'"
+        self.add(
+            file,
+            line,
+            attr_col,
+            code,
+            message,
+            stage=stage,
+            context=context,
+            hint=hint,
+            lines=lines,
+            length=len(use.attr),
+        )
+
+    def inline_templates(self, bot: BotDefinition) -> None:
+        """Provider options and whatsapp_template params: templates written in stages.yaml itself."""
+        names = bot.template_variables()
+        for index, provider in enumerate(bot.providers):
+            for option, value in provider.template_options.items():
+                items = value.items() if isinstance(value, dict) else [(None, value)]
+                for key, text in items:
+                    path = ("providers", index, option) + ((key,) if key is not None else ())
+                    expression = provider.use in PROVIDER_EXPRESSION_KINDS
+                    self.inline(bot, path, text, names, f"provider {provider.name}", expression=expression)
+        if bot.whatsapp_template is not None:
+            for index, text in enumerate(bot.whatsapp_template.params):
+                self.inline(bot, ("whatsapp_template", "params", index), text, names, "whatsapp_template")
+
+    def inline(
+        self,
+        bot: BotDefinition,
+        path: tuple[str | int, ...],
+        text: Any,
+        names: Namespace,
+        ctx: str,
+        *,
+        expression: bool = False,
+    ) -> None:
+        if not isinstance(text, str):
+            return
+        if expression and "{{" not in text and "{%" not in text:
+            text = "{{ " + text + " }}"  # an expression: same names, same line
+        node = bot.source.node(path) if bot.source is not None else None
+        if not isinstance(node, yaml.ScalarNode):
+            return
+        first = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
+        found = analyse_template(text, environment=self.env)
+        if found.syntax_error is not None:
+            line, message = found.syntax_error
+            self.add(
+                self.stages_file,
+                first + line - 1,
+                node.start_mark.column + 1,
+                "E100",
+                f"syntax error: {message}",
+                context=ctx,
+            )
+        for use in found.uses:
+            line = first + use.line - 1
+            col = _column_in(self.stage_lines, line, use.name, node.start_mark.column)
+            attr_col = _column_in(self.stage_lines, line, use.attr, col) if use.attr else col
+            self.variable(
+                self.stages_file, use, names, stage=None, context=ctx, lines=None, line=line, cols=(col, attr_col)
+            )
+        for call in found.callables:
+            known = self.env.filters if call.kind == "filter" else self.env.tests
+            if call.name not in known:
+                line = first + call.line - 1
+                col = _column_in(self.stage_lines, line, call.name, node.start_mark.column)
+                self.add(
+                    self.stages_file,
+                    line,
+                    col,
+                    "E104",
+                    f"unknown {call.kind} '{call.name}'",
+                    context=ctx,
+                    hint=_closest(call.name, sorted(known)),
+                    length=len(call.name),
+                )
+
+    def graph(self, bot: BotDefinition) -> None:
+        """Unreachable stages, dead ends, and button transitions nothing offers."""
+        reached: set[str] = set()
+        pending = [bot.bot.start] if bot.bot.start in bot.stages else []
+        while pending:
+            name = pending.pop()
+            if name not in reached:
+                reached.add(name)
+                pending.extend(t for t in bot.stages[name].targets if t in bot.stages)
+        offered = {button.id for stage in bot.stages.values() for button in stage.buttons}
+        for name, stage in bot.stages.items():
+            loc = bot.location(("stages", name), key=True)
+            assert loc is not None
+            if bot.bot.start in bot.stages and name not in reached:
+                self.add(
+                    loc.file,
+                    loc.line,
+                    loc.col,
+                    "W201",
+                    f"stage '{name}' is unreachable from '{bot.bot.start}'",
+                    hint="add a transition or next that leads to it, or remove it",
+                    length=len(name),
+                )
+            if not (stage.reply or stage.prompt or stage.transitions or stage.next or stage.handoff):
+                self.add(
+                    loc.file,
+                    loc.line,
+                    loc.col,
+                    "E203",
+                    f"stage '{name}' has no reply and no way out",
+                    hint="give it reply: or prompt:, and transitions: or next: (or handoff: true)",
+                    length=len(name),
+                )
+            for index, transition in enumerate(stage.transitions):
+                button = transition.when.button
+                if button is not None and button not in offered:
+                    at = bot.location(("stages", name, "transitions", index, "when", "button"))
+                    assert at is not None
+                    hint = _closest(button, sorted(offered)) or (
+                        "no stage lists it under buttons; fine if it comes from a WhatsApp template or a Messenger menu"
+                    )
+                    self.add(
+                        at.file,
+                        at.line,
+                        at.col,
+                        "W202",
+                        f"transition on button '{button}', which no stage offers",
+                        stage=name,
+                        hint=hint,
+                        length=len(button),
+                    )
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _closest(name: str, choices: Iterable[str]) -> str | None:
+    hint = did_you_mean(name, list(choices))
+    return hint if hint.startswith("did you mean") else None
+
+
+def _column_in(lines: list[str], line: int, word: str | None, start: int) -> int:
+    """1-based column of ``word`` on ``line`` at or after 0-based ``start`` (``start + 1`` if not found)."""
+    if word is None or not 0 < line <= len(lines):
+        return start + 1
+    match = re.compile(rf"(?<![\w]){re.escape(word)}\b").search(lines[line - 1], start)
+    return match.start() + 1 if match else start + 1
+
+
+# formatting ----------------------------------------------------------------------------------------------------------
+
+
+def format_text(report: LintReport) -> str:
+    """``file:line:col: error E101 message`` per finding, each with its source line and a caret, then a summary."""
+    out: list[str] = []
+    for finding in report.findings:
+        out.append(f"{finding.file}:{finding.line}:{finding.col}: {finding.severity} {finding.code} {finding.text}")
+        if finding.source_line:
+            line = finding.source_line.rstrip("\n")
+            prefix = "".join(char if char == "\t" else " " for char in line[: finding.col - 1])
+            out.append(f"    {line}")
+            out.append(f"    {prefix}{'^' * max(1, finding.length)}")
+    out.append(_summary(report))
+    return "\n".join(out) + "\n"
+
+
+def _summary(report: LintReport) -> str:
+    checked = f"{report.templates} template{'s' * (report.templates != 1)}, {report.stages} stage" + (
+        "s" * (report.stages != 1)
+    )
+    if not report.findings:
+        return f"No problems found ({checked})."
+    errors = f"{report.errors} error{'s' * (report.errors != 1)}"
+    warnings = f"{report.warnings} warning{'s' * (report.warnings != 1)}"
+    return f"Found {errors} and {warnings} ({checked})."
+
+
+def format_json(report: LintReport) -> str:
+    """A JSON list of ``{file, line, col, severity, code, message, stage, hint}``."""
+    return json.dumps([finding.to_json() for finding in report.findings], indent=2, ensure_ascii=False) + "\n"
+
+
+def format_github(report: LintReport) -> str:
+    """GitHub workflow commands: ``::error file=…,line=…,col=…,title=E101::message`` per finding."""
+    out = []
+    for finding in report.findings:
+        props = ",".join(
+            f"{key}={_escape(str(value), prop=True)}"
+            for key, value in (
+                ("file", finding.file),
+                ("line", finding.line),
+                ("col", finding.col),
+                ("title", finding.code),
+            )
+        )
+        out.append(f"::{finding.severity} {props}::{_escape(finding.text)}")
+    return "".join(line + "\n" for line in out)
+
+
+def _escape(text: str, *, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
