@@ -7,14 +7,11 @@ templates, whatever its kind.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, time
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chatops.config.schedule import BusinessHours, InvalidValue, parse_business_hours
 from chatops.errors import BotDefinitionError
 from chatops.templating.sandbox import Namespace
 
@@ -25,7 +22,6 @@ if TYPE_CHECKING:
 MASK = "•"
 _MEDIA_KINDS = frozenset({"image", "audio", "video", "document", "sticker"})
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_DAY_NAMES = {name[:3].lower(): index for index, name in enumerate(WEEKDAYS)}
 
 # Every key is always present in ``message`` (None when the kind has no such field), so templates and the linter
 # can rely on the names whatever the user sent.
@@ -111,69 +107,11 @@ def mask_phone(phone: str | None) -> str | None:
     return MASK * (len(digits) - 4) + "".join(digits[-4:])
 
 
-@dataclass(frozen=True)
-class BusinessHours:
-    """Opening windows: each is (weekdays 0=Monday…6=Sunday, opens, closes); a window closing at or before it
-    opens runs past midnight into the next day."""
-
-    spec: str
-    windows: tuple[tuple[frozenset[int], time, time], ...]
-
-    def is_open(self, local: datetime) -> bool:
-        """Whether ``local`` (a datetime in the bot's timezone) falls inside a window."""
-        now = local.time().replace(tzinfo=None)
-        day = local.weekday()
-        for days, opens, closes in self.windows:
-            if opens < closes:
-                if day in days and opens <= now < closes:
-                    return True
-            elif (day in days and now >= opens) or ((day - 1) % 7 in days and now < closes):
-                return True
-        return False
-
-
-_WINDOW = re.compile(
-    r"^\s*(?P<days>[A-Za-z]+(?:\s*[-–]\s*[A-Za-z]+)?(?:\s*/\s*[A-Za-z]+(?:\s*[-–]\s*[A-Za-z]+)?)*)\s+"
-    r"(?P<opens>\d{1,2}:\d{2})\s*[-–]\s*(?P<closes>\d{1,2}:\d{2})\s*$"
-)
-_HOURS_HINT = 'write windows like "Mon-Fri 09:00-17:00, Sat 10:00-14:00" (days Mon…Sun, 24-hour times)'
-
-
-@lru_cache(maxsize=64)
-def parse_business_hours(spec: str) -> BusinessHours:
-    """Parse ``"Mon-Fri 09:00-17:00, Sat 10:00-14:00"`` (``-`` or ``–``; ``;`` or ``,`` between windows).
-
-    Raises BotDefinitionError saying which part is wrong.
-    """
-    windows = []
-    for part in re.split(r"[;,]", spec):
-        if not part.strip():
-            continue
-        match = _WINDOW.match(part)
-        if match is None:
-            raise BotDefinitionError(f"business hours {part.strip()!r} not understood", hint=_HOURS_HINT)
-        days = frozenset(day for days_part in match["days"].split("/") for day in _day_range(days_part.strip(), part))
-        windows.append((days, _clock_time(match["opens"], part), _clock_time(match["closes"], part)))
-    if not windows:
-        raise BotDefinitionError("business hours are empty", hint=_HOURS_HINT)
-    return BusinessHours(spec, tuple(windows))
-
-
-def _day_range(text: str, part: str) -> list[int]:
-    names = [name.strip()[:3].lower() for name in re.split(r"[-–]", text)]
-    if any(name not in _DAY_NAMES for name in names):
-        raise BotDefinitionError(f"business hours {part.strip()!r}: unknown day in {text!r}", hint=_HOURS_HINT)
-    first, last = _DAY_NAMES[names[0]], _DAY_NAMES[names[-1]]
-    return [(first + offset) % 7 for offset in range((last - first) % 7 + 1)]
-
-
-def _clock_time(text: str, part: str) -> time:
-    hours, minutes = (int(piece) for piece in text.split(":"))
-    if hours == 24 and minutes == 0:
-        return time.max  # "24:00" closes at the end of the day
-    if hours > 23 or minutes > 59:
-        raise BotDefinitionError(f"business hours {part.strip()!r}: {text} is not a time", hint=_HOURS_HINT)
-    return time(hours, minutes)
+def _business_hours(spec: str | BusinessHours) -> BusinessHours:
+    try:
+        return parse_business_hours(spec)
+    except InvalidValue as exc:
+        raise BotDefinitionError(exc.message, hint=exc.hint) from None
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -248,7 +186,7 @@ class ClockProvider:
             "time": local.strftime("%H:%M"),
             "hour": local.hour,
             "timezone": context.timezone,
-            "business_hours": parse_business_hours(hours).is_open(local) if hours else None,
+            "business_hours": _business_hours(hours).is_open(local) if hours else None,
         }
 
 

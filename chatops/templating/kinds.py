@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from chatops.errors import BotDefinitionError, ProviderError
 from chatops.templating.builtin import builtin_variables
-from chatops.templating.sandbox import Expression, InlineTemplate
+from chatops.templating.sandbox import Expression, InlineTemplate, template_or_expression
 
 if TYPE_CHECKING:
     from chatops.templating.providers import ProviderContext, ProviderSpecLike
@@ -82,13 +82,14 @@ def _without_query(url: str) -> str:
 class HttpProvider:
     """GET (or POST) a URL rendered from the context and expose the keys of the JSON object it answers.
 
-    Retries on 5xx, 429, timeouts and connection errors (``retries`` more attempts, short backoff), all within the
-    provider's ``timeout``. Other 4xx statuses and answers that are not a JSON object fail at once. ``select``
-    (``data.order``) picks a nested object. A declared name missing from the object is an error, unless
-    ``missing: none`` makes it None.
+    The URL, header values and body strings are templates; values inside ``{{ }}`` of the URL are URL-quoted. A
+    ``body`` mapping is sent as JSON, a body string as text. Retries on 5xx, 429, timeouts and connection errors
+    (``retries`` more attempts, short backoff), all within the provider's ``timeout``. Other 4xx statuses and
+    answers that are not a JSON object fail at once. ``select`` (``data.order``) picks a nested object. A declared
+    name missing from the object is an error, unless ``missing: none`` makes it None.
     """
 
-    OPTIONS = ("url", "method", "headers", "select", "missing")
+    OPTIONS = ("url", "method", "headers", "body", "select", "missing")
 
     def __init__(
         self,
@@ -101,7 +102,8 @@ class HttpProvider:
         timeout: float,
         retries: int = 0,
         method: str = "GET",
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, InlineTemplate] | None = None,
+        body: InlineTemplate | Mapping[str, Any] | None = None,
         select: Sequence[str] = (),
         missing_ok: bool = False,
     ) -> None:
@@ -110,6 +112,7 @@ class HttpProvider:
         self.url = url
         self.method = method
         self.headers = dict(headers or {})
+        self.body = body
         self.timeout = timeout
         self.retries = retries
         self.select = tuple(select)
@@ -140,6 +143,11 @@ class HttpProvider:
         if missing not in ("error", "none"):
             raise BotDefinitionError(f"{where}: missing must be 'error' or 'none' (got {missing!r})")
         select = str(spec.options.get("select") or "")
+        body = spec.options.get("body")
+        if body is not None and method != "POST":
+            raise BotDefinitionError(f"{where}: a body needs method: POST")
+        if body is not None and not isinstance(body, str | Mapping):
+            raise BotDefinitionError(f"{where}: body must be text or a mapping (sent as JSON)")
         return cls(
             name=spec.name,
             provides=spec.provides,
@@ -149,7 +157,11 @@ class HttpProvider:
             timeout=timeout,
             retries=spec.retries,
             method=method,
-            headers={str(k): _from_environment(str(v), where=where) for k, v in headers.items()},
+            headers={
+                str(k): InlineTemplate(_from_environment(str(v), where=where), label=f"{where} header {k!r}")
+                for k, v in headers.items()
+            },
+            body=_body_templates(body, where=where),
             select=[part for part in select.split(".") if part],
             missing_ok=missing == "none",
         )
@@ -158,11 +170,25 @@ class HttpProvider:
         """The URL for this turn; raises TemplateError when it uses an undefined variable."""
         return self.url.render(builtin_variables(context))
 
+    def request_body(self, context: ProviderContext) -> str | dict[str, Any] | None:
+        """The body for this turn (text, a JSON object, or None); raises TemplateError like the URL."""
+        if self.body is None:
+            return None
+        variables = builtin_variables(context)
+        if isinstance(self.body, InlineTemplate):
+            return self.body.render(variables)
+        return {k: v.render(variables) if isinstance(v, InlineTemplate) else v for k, v in self.body.items()}
+
     def cache_key(self, context: ProviderContext) -> Hashable:
-        return (self.method, self.request_url(context))
+        return (self.method, self.request_url(context), repr(self.request_body(context)))
 
     def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
         url = self.request_url(context)
+        variables = builtin_variables(context)
+        headers = {"Accept": "application/json", **{k: v.render(variables) for k, v in self.headers.items()}}
+        body = self.request_body(context)
+        content = body if isinstance(body, str) else None
+        json_body = body if isinstance(body, dict) else None
         shown = f"{self.method} {_without_query(url)}"  # query strings may carry user data or keys: not logged
         deadline = time.monotonic() + self.timeout
         last_problem = "no attempt made"
@@ -176,7 +202,7 @@ class HttpProvider:
                 remaining -= pause
             try:
                 response = self._client.request(
-                    self.method, url, headers={"Accept": "application/json", **self.headers}, timeout=remaining
+                    self.method, url, headers=headers, content=content, json=json_body, timeout=remaining
                 )
             except httpx.TimeoutException:
                 last_problem = "timed out"
@@ -212,6 +238,16 @@ class HttpProvider:
             self._client.close()
 
 
+def _body_templates(body: Any, *, where: str) -> InlineTemplate | dict[str, Any] | None:
+    if body is None:
+        return None
+    if isinstance(body, str):
+        return InlineTemplate(body, label=f"{where} body")
+    return {
+        str(k): InlineTemplate(v, label=f"{where} body {k!r}") if isinstance(v, str) else v for k, v in body.items()
+    }
+
+
 class SqlProvider:
     """Run a parameterised SELECT on ``database_url`` and expose the first row's columns (``result: row``, None
     for each name when there is no row) or a list of rows under the single declared name (``result: rows``).
@@ -228,7 +264,7 @@ class SqlProvider:
         provides: Sequence[str],
         engine: Engine,
         query: sqlalchemy.TextClause,
-        params: Mapping[str, Expression],
+        params: Mapping[str, Expression | InlineTemplate],
         many: bool = False,
         max_rows: int = 100,
     ) -> None:
@@ -273,7 +309,8 @@ class SqlProvider:
             )
         max_rows = int(spec.options.get("max_rows", 100))
         params = {
-            str(name): Expression(str(source), label=f"{where} param {name!r}") for name, source in raw_params.items()
+            str(name): template_or_expression(str(source), label=f"{where} param {name!r}")
+            for name, source in raw_params.items()
         }
         return cls(
             name=spec.name,
@@ -288,7 +325,7 @@ class SqlProvider:
     def bound_values(self, context: ProviderContext) -> dict[str, Any]:
         """The query's parameters for this turn; raises TemplateError when an expression fails."""
         variables = builtin_variables(context)
-        return {name: expression.evaluate(variables) for name, expression in self.params.items()}
+        return {name: expression.value(variables) for name, expression in self.params.items()}
 
     def cache_key(self, context: ProviderContext) -> Hashable:
         return tuple(sorted((name, repr(value)) for name, value in self.bound_values(context).items()))
@@ -345,7 +382,7 @@ class LookupProvider:
         name: str,
         provides: Sequence[str],
         table: Mapping[str, Mapping[str, Any]],
-        key: Expression,
+        key: Expression | InlineTemplate,
         case_sensitive: bool = False,
         default: Mapping[str, Any] | None = None,
     ) -> None:
@@ -362,7 +399,7 @@ class LookupProvider:
         _check_options(spec, cls.OPTIONS)
         where = f"provider {spec.name!r}"
         path = base_dir / str(_option(spec, "file", "stores.yaml"))
-        key = Expression(str(_option(spec, "key", "message.text")), label=f"{where} key")
+        key = template_or_expression(str(_option(spec, "key", "message.text")), label=f"{where} key")
         if not path.is_file():
             raise BotDefinitionError(
                 f"{where}: lookup file {path} not found", hint="the path is relative to stages.yaml"
@@ -392,7 +429,7 @@ class LookupProvider:
 
     def lookup_key(self, context: ProviderContext) -> str:
         """The normalised key for this turn; raises TemplateError when the expression fails."""
-        return self._normalise(self.key.evaluate(builtin_variables(context)))
+        return self._normalise(self.key.value(builtin_variables(context)))
 
     def cache_key(self, context: ProviderContext) -> Hashable:
         return self.lookup_key(context)

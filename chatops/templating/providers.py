@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from chatops.config.schedule import BusinessHours
 from chatops.errors import BotDefinitionError, ChatopsError, ProviderError, TemplateError
 from chatops.templating import kinds, plugins
 from chatops.templating.builtin import BUILTIN_NAMES, BUILTIN_PROVIDERS
@@ -75,7 +76,7 @@ class ProviderContext:
     now: datetime
     message: Mapping[str, Any] = field(default_factory=dict)
     timezone: str = "UTC"
-    business_hours: str | None = None
+    business_hours: str | BusinessHours | None = None
     static: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

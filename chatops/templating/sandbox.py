@@ -293,6 +293,10 @@ class InlineTemplate:
         except TemplateSyntaxError as exc:
             raise TemplateError(f"{label}: syntax error: {exc.message}", hint=f"the template is {source!r}") from None
 
+    def value(self, variables: Mapping[str, Any]) -> str:
+        """Same as :meth:`render` (so templates and expressions can stand for each other)."""
+        return self.render(variables)
+
     def render(self, variables: Mapping[str, Any]) -> str:
         """Render with ``variables``; raises TemplateError (undefined variable, sandbox limit)."""
         try:
@@ -316,6 +320,10 @@ class Expression:
                 hint="write a Jinja expression without braces, e.g. `user.id` or `message.text | trim`",
             ) from None
 
+    def value(self, variables: Mapping[str, Any]) -> Any:
+        """Same as :meth:`evaluate` (so templates and expressions can stand for each other)."""
+        return self.evaluate(variables)
+
     def evaluate(self, variables: Mapping[str, Any]) -> Any:
         """The expression's value; raises TemplateError (undefined variable, sandbox limit)."""
         try:
@@ -326,3 +334,11 @@ class Expression:
                 return value
         except Exception as exc:  # every evaluation failure is reported the same way
             raise template_error(exc, where=self.label) from None
+
+
+def template_or_expression(source: str, *, label: str) -> InlineTemplate | Expression:
+    """``source`` with ``{{ }}`` or ``{% %}`` is a template (its value is text); otherwise an expression (its value
+    keeps its type). Both have ``value(variables)``; raises TemplateError on a syntax error."""
+    if "{{" in source or "{%" in source:
+        return InlineTemplate(source, label=label)
+    return Expression(source, label=label)
