@@ -19,13 +19,15 @@ from typing import Any, Literal
 
 import yaml
 from jinja2 import Environment
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from chatops.config.bot import BotDefinition, display_path, template_files_in, validate_bot
 from chatops.config.bot_schema import PROVIDER_EXPRESSION_KINDS, did_you_mean
+from chatops.templating.sandbox import ChatopsSandbox
 from chatops.templating.variable_uses import TemplateAnalysis, VariableUse, analyse_template
 
 Severity = Literal["error", "warning"]
+# Every namespace is a read-only mapping in the sandbox: `order.get("eta")` works whatever the provider provides.
+_MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
 Namespace = Mapping[str, frozenset[str] | None]
 
 #: Every rule: code -> (severity, summary). docs/lint-rules.md explains each one.
@@ -124,10 +126,10 @@ def lint_bot(path: Path, *, templates_dir: Path | None = None, environment: Envi
     """Lint the bot defined by ``path`` (stages.yaml) and its templates (default: ``templates/`` beside it).
 
     ``environment`` is the Jinja environment templates run in (its filters, tests and globals count as defined);
-    default: a plain ImmutableSandboxedEnvironment. Reads files only. Raises BotDefinitionError when stages.yaml
+    default: the sandbox templates are rendered in. Reads files only. Raises BotDefinitionError when stages.yaml
     cannot be read at all; every other problem is a finding.
     """
-    env = environment if environment is not None else ImmutableSandboxedEnvironment()
+    env = environment if environment is not None else ChatopsSandbox()
     result = validate_bot(path, templates_dir=templates_dir)
     linter = _Linter(result.bot, env, path, templates_dir or path.parent / "templates")
     for problem in result.problems:
@@ -317,7 +319,7 @@ class _Linter:
             )
             return
         attributes = names[use.name]
-        if use.attr is None or attributes is None or use.attr in attributes:
+        if use.attr is None or attributes is None or use.attr in attributes or use.attr in _MAPPING_METHODS:
             return
         close = _closest(use.attr, sorted(attributes))
         hint = close or f"'{use.name}' provides: " + ", ".join(sorted(attributes))

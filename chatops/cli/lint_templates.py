@@ -1,0 +1,61 @@
+"""``chatops lint-templates``: check stages.yaml and every template without rendering; for CI and editors."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chatops.cli import output
+
+
+class LintFormat(StrEnum):
+    """Output formats of ``lint-templates``."""
+
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+def lint_templates_command(
+    ctx: typer.Context,
+    stages: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The bot definition (default: --stages, $CHATOPS_STAGES or stages.yaml).", show_default=False
+        ),
+    ] = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option("--templates", help="Templates folder (default: $CHATOPS_TEMPLATES or templates/ beside it)."),
+    ] = None,
+    output_format: Annotated[
+        LintFormat, typer.Option("--format", help="text, json (a list of findings) or github (annotations).")
+    ] = LintFormat.text,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
+) -> None:
+    """Check stages.yaml and its templates: syntax, undefined variables per stage, the stage graph.
+
+    Exit 0 when clean, 1 on errors (or warnings with --strict), 2 on usage errors. Rules: docs/lint-rules.md.
+
+    Example: chatops lint-templates --format github   (annotations on the pull request, in a GitHub workflow)
+    """
+    from chatops.cli.app import settings_from
+    from chatops.config.bot import display_path
+    from chatops.templating.lint import format_github, format_json, format_text, lint_bot
+
+    settings = settings_from(ctx, stages=stages, templates=templates)
+    if not settings.stages.is_file():
+        output.error(
+            f"{display_path(settings.stages)} does not exist",
+            hint="pass the path of your stages.yaml, or set CHATOPS_STAGES",
+        )
+        raise typer.Exit(2)
+    report = lint_bot(settings.stages, templates_dir=settings.templates_dir)
+    render = {LintFormat.text: format_text, LintFormat.json: format_json, LintFormat.github: format_github}[
+        output_format
+    ]
+    typer.echo(render(report), nl=False)
+    raise typer.Exit(report.exit_code(strict=strict))
