@@ -1,0 +1,774 @@
+"""Variable providers: built-ins, http against a loopback JSON API, sql on a SQLite file, lookup tables, Python
+providers by dotted path and entry point, and the runner's timeouts, failures and TTL cache."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatops.channels.events import InboundMessage
+from chatops.channels.messenger import parse_messenger
+from chatops.channels.whatsapp import parse_whatsapp
+from chatops.errors import BotDefinitionError
+from chatops.templating.builtin import mask_phone, message_variables
+from chatops.templating.providers import (
+    ConfiguredProvider,
+    ConversationInfo,
+    FetchResult,
+    ProviderContext,
+    ProviderRunner,
+    UserInfo,
+    VariableProvider,
+    build_providers,
+    fetch_variables,
+    variables_json,
+)
+from chatops.templating.store import TemplateStore
+
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # a Monday; 10:30 in Berlin
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Stands for chatops.config's ProviderSpec: build_providers only reads these attributes."""
+
+    name: str
+    use: str
+    provides: tuple[str, ...] = ()
+    help: dict[str, str] = field(default_factory=dict)
+    timeout: float | timedelta | None = 2.0
+    cache_ttl: float | timedelta | None = None
+    retries: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def make_context(**changes: Any) -> ProviderContext:
+    values: dict[str, Any] = {
+        "user": UserInfo(id="4915112345678", channel="whatsapp", name="Ada", phone="+49 151 1234 5678"),
+        "conversation": ConversationInfo(
+            id=7,
+            stage="tracking",
+            turn_count=3,
+            started_at=NOW - timedelta(minutes=5),
+            last_messages=({"direction": "in", "text": "where is my order?", "at": NOW},),
+        ),
+        "now": NOW,
+        "message": {"kind": "text", "text": "Berlin"},
+        "timezone": "Europe/Berlin",
+        "business_hours": "Mon-Fri 09:00-17:00",
+        "static": {"company": "Northwind"},
+    }
+    values.update(changes)
+    return ProviderContext(**values)
+
+
+def fetch(providers: list[VariableProvider], context: ProviderContext | None = None) -> FetchResult:
+    with ProviderRunner(providers) as runner:
+        return runner.fetch_variables(context or make_context())
+
+
+def build_one(spec: Spec, base_dir: Path | None = None) -> VariableProvider:
+    return build_providers([spec], base_dir=base_dir or Path.cwd())[0]
+
+
+# --- a loopback JSON API --------------------------------------------------------------------------------------------
+
+
+class JsonApi:
+    """A real HTTP server on 127.0.0.1: each path answers a scripted list of (status, body) replies in turn (the
+    last one repeats); "slow" waits until the test ends."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[tuple[int, Any]]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.release = threading.Event()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer(b"")
+
+            def do_POST(self) -> None:
+                self._answer(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+            def _answer(self, body: bytes) -> None:
+                path = self.path.split("?")[0]
+                api.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                replies = api.script.get(path) or [(404, {"error": "no such path"})]
+                status, reply = replies.pop(0) if len(replies) > 1 else replies[0]
+                if reply == "slow":
+                    api.release.wait(5)
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep test output clean
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that timed out and left is expected here
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def hits(self, path: str) -> int:
+        return sum(1 for request in self.requests if request["path"].split("?")[0] == path)
+
+
+@pytest.fixture
+def api() -> Iterator[JsonApi]:
+    server = JsonApi()
+    server.thread.start()
+    yield server
+    server.release.set()
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def http_spec(api: JsonApi, path: str = "/orders/{{ user.id }}", **changes: Any) -> Spec:
+    options = {"url": api.url + path, **changes.pop("options", {})}
+    return Spec(name="order", use="http", provides=("status", "eta"), options=options, **changes)
+
+
+# --- built-ins -----------------------------------------------------------------------------------------------------
+
+
+def test_static_and_builtin_variables_are_always_present() -> None:
+    result = fetch_variables([], make_context())
+
+    assert result.ok
+    variables = result.variables
+    assert variables["company"] == "Northwind"
+    assert dict(variables["user"]) == {
+        "id": "4915112345678",
+        "name": "Ada",
+        "phone": "•••••••••5678",
+        "channel": "whatsapp",
+    }
+    assert variables["conversation"]["stage"] == "tracking"
+    assert variables["conversation"]["last_messages"] == [{"direction": "in", "text": "where is my order?", "at": NOW}]
+    clock = variables["clock"]
+    assert (clock["weekday"], clock["time"], clock["hour"], clock["business_hours"]) == ("Monday", "10:30", 10, True)
+    assert clock["today"].isoformat() == "2026-03-02"
+    assert clock["now"].utcoffset() == timedelta(hours=1)
+    assert variables["message"]["text"] == "Berlin"
+    assert variables["message"]["caption"] is None  # every message key exists, whatever the kind
+
+
+@pytest.mark.parametrize(
+    ("phone", "masked"),
+    [("+1 (555) 010-4321", "•••••••4321"), ("4321", "••••"), ("", None), (None, None)],
+)
+def test_phone_numbers_keep_only_their_last_four_digits(phone: str | None, masked: str | None) -> None:
+    assert mask_phone(phone) == masked
+
+
+@pytest.mark.parametrize(
+    ("now", "hours", "expected"),
+    [
+        (datetime(2026, 3, 7, 11, 0, tzinfo=UTC), "Mon-Fri 09:00-17:00", False),  # Saturday
+        (datetime(2026, 3, 6, 15, 59, tzinfo=UTC), "Mon-Fri 09:00-17:00", True),  # Friday 16:59 Berlin
+        (datetime(2026, 3, 6, 16, 0, tzinfo=UTC), "Mon-Fri 09:00-17:00", False),  # Friday 17:00 Berlin
+        (datetime(2026, 3, 7, 0, 30, tzinfo=UTC), "Fri 22:00-02:00", True),  # past midnight into Saturday
+        (datetime(2026, 3, 7, 9, 30, tzinfo=UTC), "Mon–Fri 9:00–17:00; Sat 10:00-14:00", True),
+        (NOW, None, None),
+    ],
+)
+def test_clock_business_hours_in_the_bots_timezone(now: datetime, hours: str | None, expected: bool | None) -> None:
+    result = fetch_variables([], make_context(now=now, business_hours=hours))
+
+    assert result.variables["clock"]["business_hours"] is expected
+
+
+def test_a_bad_timezone_is_a_recorded_failure_not_an_exception() -> None:
+    result = fetch_variables([], make_context(timezone="Mars/Olympus"))
+
+    assert [(e.name, e.error) for e in result.errors] == [
+        ("clock", "unknown timezone 'Mars/Olympus' (hint: use an IANA name such as Europe/Berlin or UTC)")
+    ]
+    assert "clock" not in result.variables
+    assert "user" in result.variables
+
+
+def test_context_needs_an_aware_time() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        make_context(now=datetime(2026, 3, 2, 9, 30))  # the naive time is the point
+
+
+def inbound(fixture: Any, name: str, parse: Any) -> InboundMessage:
+    events = parse(json.loads(fixture.bytes(name)))
+    message = events[0]
+    assert isinstance(message, InboundMessage)
+    return message
+
+
+def test_message_variables_for_each_kind(meta_fixture: Any) -> None:
+    text = message_variables(inbound(meta_fixture, "wa_text", parse_whatsapp))
+    button = message_variables(inbound(meta_fixture, "wa_interactive_button_reply", parse_whatsapp))
+    location = message_variables(inbound(meta_fixture, "wa_location", parse_whatsapp))
+    reaction = message_variables(inbound(meta_fixture, "wa_reaction", parse_whatsapp))
+    document = message_variables(inbound(meta_fixture, "wa_document", parse_whatsapp))
+    quick_reply = message_variables(inbound(meta_fixture, "ms_quick_reply", parse_messenger))
+
+    assert (text["kind"], text["channel"]) == ("text", "whatsapp")
+    assert text["text"]
+    assert button["kind"] == "button"
+    assert button["button"]
+    assert button["button_title"]
+    assert location["kind"] == "location"
+    assert isinstance(location["latitude"], float)
+    assert reaction["kind"] == "reaction"
+    assert reaction["emoji"]
+    assert reaction["reacted_to"]
+    assert document["kind"] == "document"
+    assert document["filename"]
+    assert document["mime_type"]
+    assert document["forwarded"] is True
+    assert quick_reply["channel"] == "messenger"
+    assert quick_reply["button"]
+    assert text.keys() == button.keys() == location.keys() == message_variables(None).keys()
+    assert message_variables(None)["kind"] is None
+
+
+def test_variables_render_in_a_template_and_serialise_for_the_turn(tmp_path: Path) -> None:
+    (tmp_path / "hello.j2").write_text("Hi {{ user.name }} ({{ user.phone }}), it is {{ clock.weekday }}.")
+    result = fetch_variables([], make_context())
+
+    rendered = TemplateStore(tmp_path).render("hello.j2", result.variables)
+
+    assert rendered.text == "Hi Ada (•••••••••5678), it is Monday."
+    snapshot = variables_json(result.variables)
+    assert json.loads(json.dumps(snapshot)) == snapshot
+    assert snapshot["clock"]["now"] == "2026-03-02T10:30:00+01:00"
+
+
+# --- http ----------------------------------------------------------------------------------------------------------
+
+
+def test_http_provider_exposes_the_declared_keys(api: JsonApi) -> None:
+    api.script["/orders/4915112345678"] = [(200, {"status": "shipped", "eta": "Friday", "internal": 1})]
+
+    result = fetch([build_one(http_spec(api))])
+
+    assert result.ok, result.errors
+    assert dict(result.variables["order"]) == {"status": "shipped", "eta": "Friday"}
+    assert result.timings["order"] >= 0
+
+
+def test_http_url_values_are_quoted(api: JsonApi) -> None:
+    api.script["/orders/a%2Fb%20c%3F"] = [(200, {"status": "ok", "eta": None})]
+    context = make_context(user=UserInfo(id="a/b c?", channel="messenger"))
+
+    result = fetch([build_one(http_spec(api, "/orders/{{ user.id }}?q={{ message.text }}"))], context)
+
+    assert result.ok, result.errors
+    assert api.requests[0]["path"] == "/orders/a%2Fb%20c%3F?q=Berlin"
+
+
+def test_http_retries_a_server_error(api: JsonApi) -> None:
+    api.script["/orders/4915112345678"] = [(500, {"error": "boom"}), (200, {"status": "late", "eta": "Monday"})]
+
+    result = fetch([build_one(http_spec(api, retries=2))])
+
+    assert result.ok, result.errors
+    assert result.variables["order"]["status"] == "late"
+    assert api.hits("/orders/4915112345678") == 2
+
+
+def test_http_gives_up_after_its_retries(api: JsonApi) -> None:
+    api.script["/orders/4915112345678"] = [(503, {"error": "down"})]
+
+    result = fetch([build_one(http_spec(api, retries=1))])
+
+    assert [e.error for e in result.errors] == [
+        "provider 'order': GET " + api.url + "/orders/4915112345678 answered HTTP 503 (2 attempts)"
+    ]
+    assert "order" not in result.variables
+
+
+def test_http_timeout_is_recorded_within_the_timeout(api: JsonApi) -> None:
+    api.script["/orders/4915112345678"] = [(200, "slow")]
+    started = time.perf_counter()
+
+    result = fetch([build_one(http_spec(api, timeout=0.3))])
+
+    elapsed = time.perf_counter() - started
+    assert [(e.name, e.timed_out) for e in result.errors] == [("order", True)]
+    assert result.errors[0].error == "provider 'order' timed out after 0.3 s"
+    assert 0.25 <= result.errors[0].elapsed_ms / 1000 < 1.0
+    assert elapsed < 1.0
+
+
+def test_http_client_errors_are_not_retried(api: JsonApi) -> None:
+    result = fetch([build_one(http_spec(api, "/nowhere", retries=3))])
+
+    assert result.errors[0].error == f"provider 'order': GET {api.url}/nowhere answered HTTP 404"
+    assert api.hits("/nowhere") == 1
+
+
+def test_http_missing_declared_key_fails_unless_allowed(api: JsonApi) -> None:
+    api.script["/orders/4915112345678"] = [(200, {"status": "packed"})]
+
+    strict = fetch([build_one(http_spec(api))])
+    lenient = fetch([build_one(http_spec(api, options={"missing": "none"}))])
+
+    assert strict.errors[0].error == "provider 'order' did not provide 'eta' (hint: it returned: status)"
+    assert dict(lenient.variables["order"]) == {"status": "packed", "eta": None}
+
+
+def test_http_select_headers_from_environment_and_post_body(api: JsonApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOP_TOKEN", "s3cret")
+    api.script["/search"] = [(200, {"data": {"order": {"status": "found", "eta": "today"}}})]
+    options = {
+        "method": "post",
+        "headers": {"Authorization": "Bearer ${SHOP_TOKEN}", "X-User": "{{ user.id }}"},
+        "body": {"customer": "{{ user.id }}", "limit": 1},
+        "select": "data.order",
+    }
+
+    result = fetch([build_one(http_spec(api, "/search", options=options))])
+
+    assert result.ok, result.errors
+    assert result.variables["order"]["status"] == "found"
+    request = api.requests[0]
+    assert request["headers"]["Authorization"] == "Bearer s3cret"
+    assert request["headers"]["X-User"] == "4915112345678"
+    assert json.loads(request["body"]) == {"customer": "4915112345678", "limit": 1}
+
+
+def test_http_answer_that_is_not_a_json_object_fails(api: JsonApi) -> None:
+    api.script["/orders/4915112345678"] = [(200, b"<html>oops</html>")]
+    api.script["/list"] = [(200, [1, 2])]
+
+    not_json = fetch([build_one(http_spec(api))])
+    a_list = fetch([build_one(http_spec(api, "/list"))])
+
+    assert not_json.errors[0].error.endswith("/orders/4915112345678 did not answer JSON")
+    assert a_list.errors[0].error.endswith("/list did not answer a JSON object")
+
+
+def test_http_url_with_an_undefined_variable_is_a_recorded_failure(api: JsonApi) -> None:
+    result = fetch([build_one(http_spec(api, "/orders/{{ user.email }}"))])
+
+    assert result.errors[0].error.startswith(
+        "provider 'order' url: 'user' has no attribute 'email' (it provides: channel, id, name, phone)"
+    )
+    assert api.requests == []
+
+
+def test_http_provider_accepts_the_bot_definitions_spec(api: JsonApi) -> None:
+    from chatops.config.bot_schema import ProviderSpec
+
+    api.script["/orders/4915112345678"] = [(200, {"status": "shipped", "eta": "Friday"})]
+    spec = ProviderSpec.model_validate(
+        {
+            "name": "order",
+            "use": "http",
+            "url": api.url + "/orders/{{ user.id }}",
+            "provides": ["status", "eta"],
+            "timeout": "2s",
+            "cache_ttl": "1m",
+            "help": {"status": "where the parcel is"},
+        }
+    )
+
+    [provider] = build_providers([spec], base_dir=Path.cwd())
+
+    assert provider.provides == {"status": "where the parcel is", "eta": ""}
+    assert fetch([provider]).variables["order"]["eta"] == "Friday"
+
+
+# --- build errors --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message", "hint"),
+    [
+        (
+            Spec("order", "htp", ("status",)),
+            "provider 'order': unknown kind 'htp' (did you mean 'http'?)",
+            "use one of",
+        ),
+        (Spec("order", "http", ("status",)), "provider 'order' (use: http) needs the option 'url'", "url: https://"),
+        (
+            Spec("order", "http", ("status",), options={"url": "{{ base }}/orders"}),
+            "provider 'order': url must start with http:// or https:// (got '{{ base }}/orders')",
+            "URL-quoted",
+        ),
+        (
+            Spec("order", "http", ("status",), options={"url": "https://x/{{ user.id "}),
+            "provider 'order': provider 'order' url: syntax error: unexpected end of template",
+            "the template is",
+        ),
+        (
+            Spec("order", "http", ("status",), options={"url": "https://${NO_SUCH_VARIABLE}/o"}),
+            "provider 'order' uses ${NO_SUCH_VARIABLE}, but the environment variable NO_SUCH_VARIABLE is not set",
+            "export NO_SUCH_VARIABLE",
+        ),
+        (
+            Spec("order", "http", ("status",), options={"url": "https://x", "verb": "GET"}),
+            "provider 'order' (use: http): unknown option 'verb'",
+            "http providers accept: url, method, headers, body, select, missing",
+        ),
+        (Spec("user", "http", ("status",)), "provider name 'user' is reserved", "reserved: clock"),
+        (Spec("order-info", "http", ("status",)), "provider name 'order-info' is not a valid variable name", None),
+        (Spec("order", "http", ("eta time",)), "provider 'order': 'eta time' is not a valid variable name", None),
+        (Spec("order", "http", ("status",), timeout=0), "provider 'order': timeout must be positive", None),
+        (Spec("order", "no_such.module:Thing", ("x",)), "provider 'order': cannot import 'no_such.module'", None),
+        (Spec("order", "tests.test_providers:Nothing", ("x",)), "has no attribute 'Nothing'", None),
+        (Spec("order", "tests.test_providers:NOW", ("x",)), "'tests.test_providers:NOW' is not callable", None),
+        (Spec("order", "tests.test_providers:no_fetch", ("x",)), "returned dict, which has no fetch(context)", None),
+    ],
+)
+def test_bad_specs_are_bot_definition_errors_with_hints(spec: Spec, message: str, hint: str | None) -> None:
+    with pytest.raises(BotDefinitionError) as caught:
+        build_one(spec)
+
+    assert message in caught.value.message
+    if hint is not None:
+        assert caught.value.hint is not None
+        assert hint in caught.value.hint
+
+
+def test_duplicate_provider_names_are_refused() -> None:
+    spec = Spec("greeting", "tests.test_providers:GreetingProvider", ("greeting",))
+
+    with pytest.raises(BotDefinitionError, match="provider 'greeting' is declared twice"):
+        build_providers([spec, spec], base_dir=Path.cwd())
+
+
+# --- sql -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    with sqlite3.connect(tmp_path / "shop.db") as connection:
+        connection.executescript(
+            """
+            CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, status TEXT, eta TEXT);
+            INSERT INTO orders (customer, status, eta) VALUES
+              ('4915112345678', 'shipped', 'Friday'),
+              ('4915112345678', 'packed', 'Monday'),
+              ('other', 'lost', NULL);
+            """
+        )
+    connection.close()
+    return tmp_path
+
+
+def sql_spec(**options: Any) -> Spec:
+    defaults = {
+        "database_url": "sqlite:///shop.db",
+        "query": "SELECT status, eta FROM orders WHERE customer = :customer ORDER BY id",
+        "params": {"customer": "user.id"},
+    }
+    return Spec("order", "sql", ("status", "eta"), options={**defaults, **options})
+
+
+def test_sql_provider_gives_the_first_row(shop: Path) -> None:
+    result = fetch([build_one(sql_spec(), shop)])
+
+    assert result.ok, result.errors
+    assert dict(result.variables["order"]) == {"status": "shipped", "eta": "Friday"}
+
+
+def test_sql_parameters_are_bound_never_pasted(shop: Path) -> None:
+    sneaky = make_context(user=UserInfo(id="x' OR '1'='1", channel="messenger"))
+
+    result = fetch([build_one(sql_spec(), shop)], sneaky)
+
+    assert dict(result.variables["order"]) == {"status": None, "eta": None}  # no row: every name is None
+
+
+def test_sql_rows_mode_and_template_parameters(shop: Path) -> None:
+    spec = Spec(
+        "orders",
+        "sql",
+        ("orders",),
+        options={
+            "database_url": f"sqlite:///{shop / 'shop.db'}",
+            "query": "SELECT status FROM orders WHERE customer = :customer ORDER BY id",
+            "params": {"customer": "{{ user.id }}"},
+            "result": "rows",
+        },
+    )
+
+    result = fetch([build_one(spec, Path("/elsewhere"))])
+
+    assert result.variables["orders"]["orders"] == [{"status": "shipped"}, {"status": "packed"}]
+
+
+def test_sql_query_errors_are_recorded(shop: Path) -> None:
+    result = fetch([build_one(sql_spec(query="SELECT status, eta FROM nowhere WHERE c = :customer"), shop)])
+
+    assert result.errors[0].error.startswith("provider 'order': query failed: OperationalError")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"query": "DELETE FROM orders WHERE customer = :customer"}, "the query must be a SELECT"),
+        ({"params": {}}, "the query uses :customer, but params has no 'customer'"),
+        ({"params": {"customer": "user.id", "x": "1"}}, "params has 'x', but the query has no :x"),
+        ({"database_url": "not a url"}, "database_url is not a database URL"),
+        ({"database_url": "nosuchdb://x"}, "cannot use database_url"),
+        ({"params": {"customer": "user.id +"}}, "syntax error in expression 'user.id +'"),
+    ],
+)
+def test_bad_sql_specs(shop: Path, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(BotDefinitionError, match="provider 'order'") as caught:
+        build_one(sql_spec(**options), shop)
+
+    assert message in caught.value.message
+
+
+# --- lookup --------------------------------------------------------------------------------------------------------
+
+
+def test_lookup_in_a_yaml_table(tmp_path: Path) -> None:
+    (tmp_path / "stores.yaml").write_text(
+        "berlin: {store: Mitte, phone: '030 1234'}\nmunich: {store: Zentrum}\n", encoding="utf-8"
+    )
+    spec = Spec("store", "lookup", ("store", "phone"), options={"file": "stores.yaml", "key": "message.text"})
+    provider = build_one(spec, tmp_path)
+
+    found = fetch([provider], make_context(message={"text": "  BERLIN "}))
+    sparse = fetch([provider], make_context(message={"text": "Munich"}))
+    missing = fetch([provider], make_context(message={"text": "Paris"}))
+
+    assert dict(found.variables["store"]) == {"store": "Mitte", "phone": "030 1234"}
+    assert dict(sparse.variables["store"]) == {"store": "Zentrum", "phone": None}
+    assert dict(missing.variables["store"]) == {"store": None, "phone": None}
+
+
+def test_lookup_default_and_plain_values(tmp_path: Path) -> None:
+    (tmp_path / "greetings.yml").write_text("de: Hallo\nfr: Bonjour\n", encoding="utf-8")
+    spec = Spec(
+        "hello",
+        "lookup",
+        ("word",),
+        options={"file": "greetings.yml", "key": "'{{ message.text }}'", "default": {"word": "Hello"}},
+    )
+    spec_expression = Spec("hello", "lookup", ("word",), options={"file": "greetings.yml", "key": "message.text"})
+
+    assert (
+        fetch([build_one(spec_expression, tmp_path)], make_context(message={"text": "fr"})).variables["hello"]["word"]
+        == "Bonjour"
+    )
+    assert (
+        fetch([build_one(spec, tmp_path)], make_context(message={"text": "xx"})).variables["hello"]["word"] == "Hello"
+    )
+
+
+def test_lookup_in_a_csv_table(tmp_path: Path) -> None:
+    (tmp_path / "plans.csv").write_text("name,code,price\nBasic,b1,10\nPro,p2,25\n", encoding="utf-8")
+    spec = Spec(
+        "plan",
+        "lookup",
+        ("name", "price"),
+        options={"file": "plans.csv", "key": "message.button", "key_column": "code"},
+    )
+
+    result = fetch([build_one(spec, tmp_path)], make_context(message={"kind": "button", "button": "P2"}))
+
+    assert dict(result.variables["plan"]) == {"name": "Pro", "price": "25"}
+
+
+@pytest.mark.parametrize(
+    ("files", "options", "message"),
+    [
+        ({}, {"file": "none.yaml", "key": "message.text"}, "lookup file"),
+        ({"t.csv": "a,b\n1,2\n"}, {"file": "t.csv", "key": "message.text"}, "has no column 'price'"),
+        ({"t.yaml": "- a\n- b\n"}, {"file": "t.yaml", "key": "message.text"}, "must be a mapping of key -> values"),
+        ({"t.yaml": "a: [\n"}, {"file": "t.yaml", "key": "message.text"}, "is not valid YAML"),
+        ({"t.json": "{}"}, {"file": "t.json", "key": "message.text"}, "is neither YAML nor CSV"),
+        ({"t.yaml": "a: {price: 1}"}, {"file": "t.yaml"}, "needs the option 'key'"),
+    ],
+)
+def test_bad_lookup_specs(tmp_path: Path, files: dict[str, str], options: dict[str, Any], message: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+
+    with pytest.raises(BotDefinitionError) as caught:
+        build_one(Spec("plan", "lookup", ("price", "other"), options=options), tmp_path)
+
+    assert message in caught.value.message
+
+
+# --- Python providers ----------------------------------------------------------------------------------------------
+
+
+class GreetingProvider:
+    """A provider as a plugin author writes one: built from its spec, fetch reads the context."""
+
+    provides: Mapping[str, str] = {"greeting": "a friendly greeting"}
+
+    def __init__(self, spec: Any) -> None:
+        self.name = spec.name
+        self.word = spec.options.get("word", "Hello")
+
+    def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
+        return {"greeting": f"{self.word}, {context.user.name}!"}
+
+
+def shouting_greeting(spec: Any) -> GreetingProvider:
+    provider = GreetingProvider(spec)
+    provider.word = provider.word.upper()
+    return provider
+
+
+def no_fetch(spec: Any) -> dict[str, str]:
+    return {"not": "a provider"}
+
+
+def test_python_provider_by_dotted_path() -> None:
+    by_class = build_one(Spec("hi", "tests.test_providers:GreetingProvider", options={"word": "Moin"}))
+    by_factory = build_one(Spec("hi2", "tests.test_providers.shouting_greeting"))
+
+    result = fetch([by_class, by_factory])
+
+    assert by_class.provides == {"greeting": "a friendly greeting"}  # its own, as the spec lists none
+    assert result.variables["hi"]["greeting"] == "Moin, Ada!"
+    assert result.variables["hi2"]["greeting"] == "HELLO, Ada!"
+
+
+def test_python_provider_by_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist_info = tmp_path / "site" / "chatops_greeting-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: chatops-greeting\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[chatops.providers]\ngreeting = tests.test_providers:GreetingProvider\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+    provider = build_one(Spec("hello", "greeting", ("greeting",), options={"word": "Hej"}))
+
+    assert fetch([provider]).variables["hello"]["greeting"] == "Hej, Ada!"
+    with pytest.raises(BotDefinitionError, match=r"unknown kind 'greting' \(did you mean 'greeting'\?\)"):
+        build_one(Spec("hello", "greting", ("greeting",)))
+
+
+# --- the runner ----------------------------------------------------------------------------------------------------
+
+
+class CountingProvider:
+    name = "counter"
+    provides: Mapping[str, str] = {"n": "how often fetch ran"}
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
+        with self.lock:
+            self.calls += 1
+            return {"n": self.calls}
+
+
+class BlockingProvider:
+    name = "slow"
+    provides: Mapping[str, str] = {"value": "comes too late"}
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
+        self.release.wait(5)
+        return {"value": 1}
+
+
+class BrokenProvider:
+    name = "broken"
+    provides: Mapping[str, str] = {"value": "never"}
+
+    def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
+        raise RuntimeError("database on fire")
+
+
+def test_cache_ttl_follows_the_injected_clock() -> None:
+    counter = CountingProvider()
+    provider = ConfiguredProvider(counter, "counter", counter.provides, timeout=1, cache_ttl=60)
+    now = [1000.0]
+    other_user = make_context(user=UserInfo(id="someone-else", channel="whatsapp"))
+
+    with ProviderRunner([provider], clock=lambda: now[0]) as runner:
+        first = runner.fetch_variables(make_context())
+        second = runner.fetch_variables(make_context())
+        for_other_user = runner.fetch_variables(other_user)
+        now[0] += 61
+        expired = runner.fetch_variables(make_context())
+
+    assert [r.variables["counter"]["n"] for r in (first, second, for_other_user, expired)] == [1, 1, 2, 3]
+    assert (first.cached, second.cached) == ([], ["counter"])
+
+
+def test_only_the_named_providers_run() -> None:
+    counter = CountingProvider()
+    provider = ConfiguredProvider(counter, "counter", counter.provides)
+
+    result = fetch_variables([provider], make_context(), names={"user", "company"})
+
+    assert counter.calls == 0
+    assert "counter" not in result.variables
+    assert result.variables["company"] == "Northwind"
+
+
+def test_a_slow_provider_cannot_hold_the_turn() -> None:
+    slow, counter = BlockingProvider(), CountingProvider()
+    providers = [
+        ConfiguredProvider(slow, "slow", slow.provides, timeout=0.2),
+        ConfiguredProvider(counter, "counter", counter.provides, timeout=1),
+    ]
+    started = time.perf_counter()
+    try:
+        result = fetch(providers)
+    finally:
+        slow.release.set()
+
+    assert time.perf_counter() - started < 1
+    assert [(e.name, e.timed_out) for e in result.errors] == [("slow", True)]
+    assert result.variables["counter"]["n"] == 1
+
+
+def test_failures_are_returned_never_raised() -> None:
+    broken = BrokenProvider()
+    wrong_shape = ConfiguredProvider(CountingProvider(), "counter", {"n": "", "m": ""})
+
+    result = fetch([ConfiguredProvider(broken, "broken", broken.provides), wrong_shape])
+
+    assert [(e.name, e.error) for e in result.errors] == [
+        ("broken", "RuntimeError: database on fire"),
+        ("counter", "provider 'counter' did not provide 'm' (hint: it returned: n)"),
+    ]
+    assert not result.ok
+    assert result.to_json()["errors"][0] == {
+        "name": "broken",
+        "error": "RuntimeError: database on fire",
+        "elapsed_ms": result.errors[0].elapsed_ms,
+        "timed_out": False,
+    }
+
+
+def test_a_plain_provider_runs_with_the_default_limits() -> None:
+    counter = CountingProvider()
+
+    result = fetch_variables([counter], make_context())
+
+    assert result.variables["counter"]["n"] == 1
