@@ -153,7 +153,7 @@ class _Columns:
 def _guard_names(expr: nodes.Node) -> set[str]:
     """Names (``x``) and attributes (``x.y``) an expression tests, which then guard the branches it selects."""
     found: set[str] = set()
-    for node in expr.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
+    for node in [expr, *expr.find_all((nodes.Name, nodes.Getattr, nodes.Getitem))]:
         if isinstance(node, nodes.Name) and node.ctx == "load":
             found.add(node.name)
         elif isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
@@ -265,6 +265,8 @@ class _Walker:
             for value in node.values:
                 self.node(value, scope, guards, direct=direct)
             names = [name for target in node.targets for name in _target_names(target)]
+            for target in node.targets:
+                self.node(target, scope, guards, direct=direct)
             self.body(node.body, _Scope(scope, names), guards, direct=direct)
         elif isinstance(node, nodes.Block):
             self.body(node.body, _Scope(scope, ["super", "self"]), guards, direct=direct)
@@ -300,7 +302,9 @@ class _Walker:
         if isinstance(target, nodes.NSRef):  # {% set ns.count = … %} reads `ns`
             self.use(target.name, None, target.lineno, scope, guards, direct=direct)
         else:
-            scope.names.update(_target_names(target))
+            for name in _target_names(target):
+                self.columns.name(target.lineno, name)  # takes up its occurrence on the line
+                scope.names.add(name)
 
     # records ---------------------------------------------------------------------------------------------------
 
