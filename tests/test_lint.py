@@ -411,7 +411,8 @@ def generate_bot(folder: Path, *, stages: int = 200, templates: int = 1000) -> i
             number = index * per_stage + part
             bad = number % 50 == 0
             broken += bad
-            body = f"{{% for i in order.eta %}}{{{{ i }}}} {{{{ loop.index }}}}{{% endfor %}} {{{{ {'ordr' if bad else 'order'}.status }}}}\n"
+            name = "ordr" if bad else "order"
+            body = "{% for i in order.eta %}{{ i }} {{ loop.index }}{% endfor %} {{ " + name + ".status }}\n"
             (folder / "templates" / f"part{number}.j2").write_text(body * 3)
             includes += f'{{% include "part{number}.j2" %}}\n'
         (folder / "templates" / f"reply{index}.j2").write_text(
