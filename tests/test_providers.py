@@ -772,3 +772,14 @@ def test_a_plain_provider_runs_with_the_default_limits() -> None:
     result = fetch_variables([counter], make_context())
 
     assert result.variables["counter"]["n"] == 1
+
+
+def test_a_closed_runner_reports_failures_instead_of_raising() -> None:
+    counter = CountingProvider()
+    runner = ProviderRunner([counter])
+    runner.close()
+
+    result = runner.fetch_variables(make_context())
+
+    assert [e.error for e in result.errors] == ["RuntimeError: cannot schedule new futures after shutdown"]
+    assert result.variables["user"]["name"] == "Ada"

@@ -275,16 +275,17 @@ class ProviderRunner:
             ttl, timeout = _limits(provider)
             try:
                 key = _cache_key(provider, context) if ttl else None
-            except Exception as exc:  # rendering the inputs failed (undefined variable in a URL …)
+                hit = self._cached(provider.name, key) if ttl else None
+                if hit is None:
+                    future = self._pool.submit(provider.fetch, context)
+            except Exception as exc:  # inputs that do not render or hash, or a runner already closed
                 errors.append(ProviderFailure(provider.name, _describe(exc), _ms_since(started)))
                 continue
-            hit = self._cached(provider.name, key) if ttl else None
             if hit is not None:
                 variables[provider.name] = Namespace(provider.name, hit)
                 timings[provider.name] = 0.0
                 cached.append(provider.name)
                 continue
-            future = self._pool.submit(provider.fetch, context)
             pending.append((provider, key, started, started + timeout, future))
         for provider, key, started, deadline, future in sorted(pending, key=lambda item: item[3]):
             ttl, timeout = _limits(provider)
