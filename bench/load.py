@@ -163,7 +163,11 @@ class WrkLoad:
             str(script),
             f"http://{LOOPBACK}:{port}{path}",
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+        finally:
+            data.unlink(missing_ok=True)  # megabytes per run; the work directory is only removed at the end
+            script.unlink(missing_ok=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"wrk failed ({done.returncode}): {(done.stderr or done.stdout)[-600:]}")
