@@ -312,8 +312,8 @@ def test_http_timeout_is_recorded_within_the_timeout(api: JsonApi) -> None:
     elapsed = time.perf_counter() - started
     assert [(e.name, e.timed_out) for e in result.errors] == [("order", True)]
     assert result.errors[0].error == "provider 'order' timed out after 0.3 s"
-    assert 0.25 <= result.errors[0].elapsed_ms / 1000 < 1.0
-    assert elapsed < 1.0
+    assert 0.25 <= result.errors[0].elapsed_ms / 1000 < 1.5  # generous: CI machines stall
+    assert elapsed < 1.5
 
 
 def test_http_client_errors_are_not_retried(api: JsonApi) -> None:
@@ -742,7 +742,7 @@ def test_a_slow_provider_cannot_hold_the_turn() -> None:
     finally:
         slow.release.set()
 
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 1.5  # the blocked provider would take 5 s
     assert [(e.name, e.timed_out) for e in result.errors] == [("slow", True)]
     assert result.variables["counter"]["n"] == 1
 
