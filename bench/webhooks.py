@@ -29,7 +29,7 @@ ORDER = 30
 
 CONNECTIONS = (16, 64)
 TARGET_RATIO_16 = 0.5  # b/a at 16 connections
-TARGET_P99_MS = 50.0
+TARGET_P99_MS = 50.0  # for b at 16 connections, like the ratio
 SERVER_THREADS = 8  # chatops serve's default; the bare app gets the same
 SENDERS = 5  # a handful of conversations, like a busy small business
 _run_ids = itertools.count(1)
@@ -207,7 +207,7 @@ def _rows(ctx: Context, targets: list[Target_], skips: dict[str, str], *, durati
                     unit="ms",
                     baseline=base_p99,
                     baseline_label="a",
-                    target=Target("<", TARGET_P99_MS, on="value") if at_16 else None,
+                    target=Target("<", TARGET_P99_MS, on="value") if at_16 and key == "b" else None,
                     note=f"p50 {_ms(results, 50)}",
                     invalid=invalid,
                 )
