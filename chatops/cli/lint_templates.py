@@ -24,7 +24,9 @@ def lint_templates_command(
     stages: Annotated[
         Path | None,
         typer.Argument(
-            help="The bot definition (default: --stages, $CHATOPS_STAGES or stages.yaml).", show_default=False
+            metavar="STAGES",
+            help="The bot definition (default: --stages, $CHATOPS_STAGES or stages.yaml).",
+            show_default=False,
         ),
     ] = None,
     templates: Annotated[
@@ -46,14 +48,16 @@ def lint_templates_command(
     from chatops.config.bot import display_path
     from chatops.templating.lint import format_github, format_json, format_text, lint_bot
 
-    settings = settings_from(ctx, stages=stages, templates=templates)
-    if not settings.stages.is_file():
+    settings = settings_from(ctx, templates=templates)
+    # The argument wins over --stages/CHATOPS_STAGES; templates then default to the folder beside it.
+    path = stages if stages is not None else settings.stages
+    folder = settings.templates if settings.templates is not None else path.parent / "templates"
+    if not path.is_file():
         output.error(
-            f"{display_path(settings.stages)} does not exist",
-            hint="pass the path of your stages.yaml, or set CHATOPS_STAGES",
+            f"{display_path(path)} does not exist", hint="pass the path of your stages.yaml, or set CHATOPS_STAGES"
         )
         raise typer.Exit(2)
-    report = lint_bot(settings.stages, templates_dir=settings.templates_dir)
+    report = lint_bot(path, templates_dir=folder)
     render = {LintFormat.text: format_text, LintFormat.json: format_json, LintFormat.github: format_github}[
         output_format
     ]
