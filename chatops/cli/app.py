@@ -82,7 +82,9 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Any:
     from chatops.config.settings import load_settings
 
     root = ctx.find_root()
-    settings = load_settings(**(root.obj or {}), **overrides)
+    given = {**(root.obj or {})}
+    given.update({key: value for key, value in overrides.items() if value is not None})
+    settings = load_settings(**given)
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -93,11 +95,14 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Any:
 
 
 def _register() -> None:
+    from chatops.cli.lint_templates import lint_templates_command
     from chatops.cli.migrate import migrate_command
-    from chatops.cli.serve import serve_command
+    from chatops.cli.serve import serve_command, worker_command
 
     app.command("serve")(serve_command)
+    app.command("worker")(worker_command)
     app.command("migrate")(migrate_command)
+    app.command("lint-templates")(lint_templates_command)
 
 
 _register()

@@ -1,12 +1,20 @@
-"""``chatops serve``: the webhook server (waitress) with in-process workers and sender."""
+"""``chatops serve`` (webhooks + workers + sender) and ``chatops worker`` (workers + sender, no HTTP)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import signal
+import threading
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from chatops.cli import output
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from chatops.config.bot_schema import BotDefinition
+    from chatops.config.settings import Settings
 
 
 def serve_command(
@@ -14,39 +22,132 @@ def serve_command(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port (0 picks a free one).", min=0, max=65535)] = 8000,
     threads: Annotated[int, typer.Option("--threads", help="Request threads.", min=1)] = 8,
+    workers: Annotated[int, typer.Option("--workers", help="In-process inbox workers.", min=1)] = 4,
+    no_workers: Annotated[
+        bool, typer.Option("--no-workers", help="Only receive webhooks; run `chatops worker` elsewhere.")
+    ] = False,
     migrate: Annotated[bool, typer.Option("--migrate", help="Apply pending migrations before starting.")] = False,
+    insecure_skip_signature: Annotated[
+        bool,
+        typer.Option("--insecure-skip-signature", help="Accept unsigned webhooks. Development only."),
+    ] = False,
 ) -> None:
     """Receive webhooks, answer through the bot, send replies.
 
-    Example: CHATOPS_DATABASE_URL=postgresql://chatops@db/chatops chatops serve --host 0.0.0.0 --port 8000
+    Example: CHATOPS_DATABASE_URL=postgresql://chatops@db/chatops chatops serve --host 0.0.0.0 --workers 8
     """
     from chatops.cli.app import settings_from
-
-    settings = settings_from(ctx)
-
-    from chatops.config.bot import load_bot
-    from chatops.config.settings import mask_url
-    from chatops.db.connect import check_connection, create_db_engine, describe_database
-    from chatops.db.migrate import ensure_schema_current
-    from chatops.db.migrate import migrate as apply_migrations
     from chatops.web.app import create_app
     from chatops.web.server import run_server
 
+    settings = settings_from(ctx)
+    _check_channels(settings, insecure_skip_signature=insecure_skip_signature)
+    bot, db = _prepare(settings, pool_size=threads + workers + 4, migrate=migrate)
+    app = create_app(settings, bot, db=db, insecure_skip_signature=insecure_skip_signature)
+    background = None if no_workers else _background(settings, bot, db, workers=workers, app=app)
+
+    def banner(bound_host: str, bound_port: int) -> None:
+        _banner(settings, bot, db, base=f"http://{bound_host}:{bound_port}", workers=0 if no_workers else workers)
+
+    def shutdown() -> None:
+        if background is not None:
+            background.stop()
+        db.dispose()
+
+    if background is not None:
+        background.start()
+    run_server(app, host=host, port=port, threads=threads, on_ready=banner, on_shutdown=shutdown)
+
+
+def worker_command(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Worker threads in this process.", min=1)] = 4,
+) -> None:
+    """Answer conversations and send replies without serving HTTP (scale out: many processes, one PostgreSQL).
+
+    Example: chatops worker --concurrency 8
+    """
+    from chatops.cli.app import settings_from
+    from chatops.engine.runtime import Background
+    from chatops.web.state import utc_now
+
+    settings = settings_from(ctx)
+    bot, db = _prepare(settings, pool_size=concurrency + 4, migrate=False)
+    background = Background(settings, bot, db, workers=concurrency, clock=utc_now)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    background.start()
+    output.info(f"chatops worker: {concurrency} workers on {bot.bot.name!r}; Ctrl-C to stop", style="bold")
+    while not stopped.wait(1.0):
+        for problem in background.problems():
+            output.warning(problem)
+    background.stop()
+    db.dispose()
+
+
+def _check_channels(settings: Settings, *, insecure_skip_signature: bool) -> None:
+    from chatops.config.settings import channel_credentials
+    from chatops.errors import ConfigError
+
+    for channel in ("whatsapp", "messenger"):
+        credentials = channel_credentials(settings, channel)
+        if credentials.enabled and not credentials.app_secret and not insecure_skip_signature:
+            raise ConfigError(
+                f"the {channel} channel has credentials but no app secret: webhooks cannot be verified",
+                hint=f"set {credentials.variables[0]} (Meta app → Settings → Basic), or pass "
+                "--insecure-skip-signature for local development only",
+            )
+    if insecure_skip_signature:
+        output.warning("--insecure-skip-signature: webhook signatures are NOT checked. Never use this in production.")
+
+
+def _prepare(settings: Settings, *, pool_size: int, migrate: bool) -> tuple[BotDefinition, sa.Engine]:
+    """Load the bot, connect, and make sure the schema is at head (migrating when asked)."""
+    from chatops.config.bot import load_bot
+    from chatops.db.connect import check_connection, create_db_engine
+    from chatops.db.migrate import ensure_schema_current
+    from chatops.db.migrate import migrate as apply_migrations
+
     bot = load_bot(settings.stages, templates_dir=settings.templates)
-    db = create_db_engine(settings.database_url, pool_size=threads + 4)
+    db = create_db_engine(settings.database_url, pool_size=pool_size)
     check_connection(db)
     if migrate:
         _, applied = apply_migrations(db)
         for revision in applied:
             output.info(f"Applied {revision.id}  {revision.message}", style="green")
     ensure_schema_current(db)
-    app = create_app(settings, bot, db=db)
+    return bot, db
 
-    def banner(bound_host: str, bound_port: int) -> None:
-        base = f"http://{bound_host}:{bound_port}"
-        output.info(f"chatops serving {bot.bot.name!r} on {base}", style="bold")
-        output.info(f"  database:  {mask_url(settings.database_url)} ({describe_database(db)})")
-        output.info(f"  AI:        {settings.ai_mode}")
-        output.info(f"  health:    {base}/healthz  {base}/readyz")
 
-    run_server(app, host=host, port=port, threads=threads, on_ready=banner, on_shutdown=db.dispose)
+def _background(settings: Settings, bot: BotDefinition, db: sa.Engine, *, workers: int, app: Any) -> Any:
+    from chatops.engine.runtime import Background
+    from chatops.web.state import utc_now, web_state
+
+    state = web_state(app)
+
+    def on_turn(outcome: str, seconds: float) -> None:
+        state.metrics.turns.labels(outcome).inc()
+        if seconds:
+            state.metrics.turn_seconds.observe(seconds)
+
+    background = Background(settings, bot, db, workers=workers, clock=utc_now, on_turn=on_turn)
+    state.readiness_checks.append(background.problems)
+    return background
+
+
+def _banner(settings: Settings, bot: BotDefinition, db: sa.Engine, *, base: str, workers: int) -> None:
+    from chatops.config.settings import channel_credentials, mask_url
+    from chatops.db.connect import describe_database
+
+    output.info(f"chatops serving {bot.bot.name!r} on {base}", style="bold")
+    for channel in ("whatsapp", "messenger"):
+        credentials = channel_credentials(settings, channel)
+        if credentials.enabled:
+            output.info(f"  {channel + ':':11}{base}/webhooks/{channel}")
+        else:
+            output.info(f"  {channel + ':':11}disabled (set {', '.join(credentials.variables)})", style="dim")
+    output.info(f"  database:  {mask_url(settings.database_url)} ({describe_database(db)})")
+    output.info(f"  AI:        {settings.ai_mode}")
+    output.info(f"  workers:   {workers or 'none (--no-workers): run `chatops worker`'}")
+    output.info(f"  health:    {base}/healthz  {base}/readyz  {base}/metrics")

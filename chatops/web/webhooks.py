@@ -25,7 +25,7 @@ webhooks = Blueprint("webhooks", __name__)
 def _enabled(name: str) -> tuple[Channel, ChannelCredentials]:
     if name not in CHANNELS:
         raise WebhookError(f"unknown channel {name!r}; expected one of {', '.join(CHANNELS)}", status=404)
-    channel: Channel = name  # type: ignore[assignment]  # checked against CHANNELS just above
+    channel: Channel = name  # checked against CHANNELS just above
     credentials = channel_credentials(web_state(current_app).settings, channel)
     if not credentials.enabled:
         raise WebhookError(

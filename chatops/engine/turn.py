@@ -1,0 +1,273 @@
+"""One turn of conversation: from a conversation and its new message(s) to replies, a new state and a trace.
+
+``handle_turn`` is the one code path that ``serve``, ``worker``, ``simulate`` and ``replay`` share. It does no
+database I/O: the worker loads the conversation and commits the :class:`TurnResult` in one transaction.
+Failures of providers, templates or the AI never escape: the stage's ``on_error`` template answers, the error is
+recorded on the turn, and the conversation stays where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from chatops.ai.prompt import ChatRequest
+from chatops.ai.protocol import AIClient, ChatResult
+from chatops.channels.events import Button, InboundMessage, OutboundMessage
+from chatops.config.bot_schema import BotDefinition, Stage
+from chatops.db.inbox import Conversation, ConversationChange, PastTurn, TurnRecord
+from chatops.engine.stages import Decision, decide
+from chatops.engine.variables import VariableSource
+from chatops.errors import AIError, ProviderError, TemplateError
+from chatops.templating.split import CHANNEL_TEXT_LIMITS, split_message
+from chatops.templating.store import TemplateStore
+
+log = logging.getLogger(__name__)
+
+FALLBACK_ERROR_TEXT = "Sorry, something went wrong on our side. Please try again in a moment."
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What a turn decided: the replies to send, the conversation's new state, and the full trace."""
+
+    replies: tuple[OutboundMessage, ...]
+    change: ConversationChange
+    record: TurnRecord
+
+
+@dataclass
+class BotRuntime:
+    """Everything a turn needs besides the conversation: the definition, templates, variables and the AI."""
+
+    bot: BotDefinition
+    templates: TemplateStore
+    variables: VariableSource
+    ai: AIClient
+
+
+@dataclass
+class _Trace:
+    """What the turn did, filled in as it goes (becomes the TurnRecord)."""
+
+    template_versions: dict[str, str] = field(default_factory=dict)
+    prompt: list[dict[str, Any]] | None = None
+    model: str | None = None
+    parameters: dict[str, Any] | None = None
+    intent: str | None = None
+    ai_response: str | None = None
+    usage: dict[str, int] | None = None
+    latency_ms: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def ai_call(self, result: Any) -> None:
+        self.prompt = list(result.request_messages)
+        self.model = result.model
+        self.latency_ms += result.latency_ms
+        usage = asdict(result.usage)
+        self.usage = usage if self.usage is None else {k: self.usage.get(k, 0) + v for k, v in usage.items()}
+
+
+def user_text_of(messages: Sequence[InboundMessage]) -> str:
+    """The text the AI and the history see: the messages' texts, or a short description of non-text input."""
+    parts = [message.text or _describe(message) for message in messages]
+    return "\n".join(part for part in parts if part)
+
+
+def _describe(message: InboundMessage) -> str:
+    payload = message.payload
+    if message.kind == "location":
+        return f"[location {payload.get('latitude')}, {payload.get('longitude')}]"
+    if message.kind in ("image", "audio", "video", "document", "sticker"):
+        return f"[{message.kind}]"
+    return f"[{message.kind}]"
+
+
+def handle_turn(
+    runtime: BotRuntime,
+    conversation: Conversation,
+    messages: Sequence[InboundMessage],
+    *,
+    history: Sequence[PastTurn],
+    now: datetime,
+) -> TurnResult:
+    """Decide the stage, fill the variables, render or ask the AI, and return replies, state and trace."""
+    bot = runtime.bot
+    message = messages[-1]
+    user_text = user_text_of(messages)
+    trace = _Trace()
+    restarted = _session_expired(bot, conversation, history, now)
+    if restarted:
+        history = ()
+    session_started_at = now if restarted else conversation.session_started_at
+    current = None if restarted else conversation.stage
+
+    def classify(intents: Sequence[str]) -> str | None:
+        request = _chat_request(runtime, bot.stages[current or bot.bot.start], "", user_text, history, trace)
+        result = runtime.ai.classify(request, intents)
+        trace.ai_call(result)
+        trace.intent = result.intent
+        return result.intent
+
+    target = current or bot.bot.start
+    variables: dict[str, Any] = {}
+    try:
+        if current is None:
+            decision = Decision(bot.bot.start, "start")
+        else:
+            decision = decide(current, bot.stages[current], message, classify=classify)
+        target = decision.stage
+        stage = bot.stages[target]
+        variables = runtime.variables.fetch(
+            conversation, message, stage_name=target, stage=stage, now=now, history=history
+        )
+        text = _answer(runtime, stage, variables, user_text, history, trace)
+        replies = _compose(bot, stage, text, conversation.channel)
+        stage_after = stage.next or target
+        mode = "human" if stage.handoff else "bot"
+    except (AIError, ProviderError, TemplateError) as exc:
+        log.warning("turn of conversation %s failed at stage %s: %s", conversation.id, target, exc)
+        trace.errors.append(f"{type(exc).__name__}: {exc}")
+        text = _error_reply(runtime, conversation, message, current, target, now, trace)
+        replies = _compose(bot, None, text, conversation.channel)
+        stage_after = current or bot.bot.start
+        mode = "bot"
+
+    record = TurnRecord(
+        started_at=now,
+        finished_at=now,
+        stage_before=None if restarted else conversation.stage,
+        stage_after=stage_after,
+        user_text=user_text,
+        variables=_json_safe(variables),
+        prompt=trace.prompt,
+        model=trace.model,
+        parameters=trace.parameters,
+        intent=trace.intent,
+        ai_response=trace.ai_response,
+        usage=trace.usage,
+        latency_ms=round(trace.latency_ms, 3) if trace.model else None,
+        template_versions=trace.template_versions,
+        bot_version=bot.version,
+        replies=[reply.to_json() for reply in replies],
+        error="; ".join(trace.errors) or None,
+    )
+    change = ConversationChange(
+        stage=stage_after,
+        state=dict(conversation.state) if not restarted else {},
+        mode=mode,
+        session_started_at=session_started_at,
+    )
+    return TurnResult(tuple(replies), change, record)
+
+
+def _session_expired(
+    bot: BotDefinition, conversation: Conversation, history: Sequence[PastTurn], now: datetime
+) -> bool:
+    if conversation.stage is None or conversation.stage not in bot.stages:
+        return True
+    last = history[-1].finished_at if history else None
+    return last is not None and now - last > bot.bot.session_timeout
+
+
+def _answer(
+    runtime: BotRuntime,
+    stage: Stage,
+    variables: dict[str, Any],
+    user_text: str,
+    history: Sequence[PastTurn],
+    trace: _Trace,
+) -> str:
+    if stage.reply is not None:
+        return _render(runtime, stage.reply, variables, trace)
+    if stage.prompt is not None:
+        system_prompt = _render(runtime, stage.prompt, variables, trace)
+        request = _chat_request(runtime, stage, system_prompt, user_text, history, trace)
+        result: ChatResult = runtime.ai.reply(request)
+        trace.ai_call(result)
+        trace.ai_response = result.text
+        return result.text
+    return ""
+
+
+def _render(runtime: BotRuntime, name: str, variables: dict[str, Any], trace: _Trace) -> str:
+    rendered = runtime.templates.render(name, variables)
+    trace.template_versions[name] = rendered.version
+    return rendered.text
+
+
+def _chat_request(
+    runtime: BotRuntime,
+    stage: Stage,
+    system_prompt: str,
+    user_text: str,
+    history: Sequence[PastTurn],
+    trace: _Trace,
+) -> ChatRequest:
+    ai = runtime.bot.ai
+    overrides = stage.ai
+    model = (overrides.model if overrides else None) or ai.model
+    temperature = ai.temperature if overrides is None or overrides.temperature is None else overrides.temperature
+    max_tokens = (overrides.max_tokens if overrides else None) or ai.max_tokens
+    window = ai.history if overrides is None or overrides.history is None else overrides.history
+    pairs: list[tuple[str, str]] = []
+    for past in list(history)[-window:] if window else []:
+        if past.user_text:
+            pairs.append(("user", past.user_text))
+        if past.replies:
+            pairs.append(("assistant", "\n\n".join(past.replies)))
+    trace.parameters = {"temperature": temperature, "max_tokens": max_tokens, "history": window}
+    return ChatRequest(
+        system_prompt=system_prompt,
+        user_text=user_text,
+        history=pairs,
+        model=model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=ai.timeout,
+    )
+
+
+def _compose(bot: BotDefinition, stage: Stage | None, text: str, channel: str) -> list[OutboundMessage]:
+    """The text split to the channel's cap (at most ``max_replies`` messages); buttons go on the last one."""
+    parts = split_message(text, limit=CHANNEL_TEXT_LIMITS[channel], max_parts=bot.bot.max_replies) if text else []
+    buttons = tuple(Button(b.id, b.title, b.description) for b in stage.buttons) if stage else ()
+    if buttons and not parts:
+        parts = ["Please choose:"]
+    replies = [OutboundMessage(text=part) for part in parts]
+    if replies and stage is not None and buttons:
+        replies[-1] = OutboundMessage(text=replies[-1].text, buttons=buttons, list_button=stage.list_button)
+    return replies
+
+
+def _error_reply(
+    runtime: BotRuntime,
+    conversation: Conversation,
+    message: InboundMessage,
+    current: str | None,
+    target: str,
+    now: datetime,
+    trace: _Trace,
+) -> str:
+    """The ``on_error`` template of the target stage (else the current one), or a fixed apology."""
+    for name in (target, current):
+        stage = runtime.bot.stages.get(name) if name else None
+        if name is None or stage is None or stage.on_error is None:
+            continue
+        try:
+            variables = runtime.variables.fetch(
+                conversation, message, stage_name=name, stage=stage, now=now, templates=(stage.on_error,)
+            )
+            return _render(runtime, stage.on_error, variables, trace)
+        except (ProviderError, TemplateError) as exc:
+            trace.errors.append(f"on_error {stage.on_error}: {exc}")
+    return FALLBACK_ERROR_TEXT
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON-compatible data (dates and other objects as strings) for the turn trace."""
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,103 @@
+"""The variables of a turn: the engine's side of the variable providers.
+
+Builds the :class:`ProviderContext` from the conversation and message, and runs only the providers the stage
+needs: those listed in the stage's ``providers``, or else those its templates mention (so a stage that never
+shows an order does not call the order API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from chatops.channels.events import InboundMessage
+from chatops.config.bot_schema import BotDefinition, Stage
+from chatops.db.inbox import Conversation, PastTurn
+from chatops.errors import ProviderError
+from chatops.templating.builtin import message_variables
+from chatops.templating.providers import ConversationInfo, ProviderContext, ProviderRunner, UserInfo
+from chatops.templating.store import TemplateStore
+
+
+class VariableSource:
+    """Fetches a stage's variables for a turn. Shared by all workers of a process (thread-safe)."""
+
+    def __init__(self, bot: BotDefinition, templates: TemplateStore, runner: ProviderRunner) -> None:
+        self.bot = bot
+        self.templates = templates
+        self.runner = runner
+        self.provider_names = frozenset(spec.name for spec in bot.providers)
+
+    def fetch(
+        self,
+        conversation: Conversation,
+        message: InboundMessage,
+        *,
+        stage_name: str,
+        stage: Stage,
+        now: datetime,
+        templates: Sequence[str] | None = None,
+        history: Sequence[PastTurn] = (),
+    ) -> dict[str, Any]:
+        """Static, built-in and provider variables for ``stage`` (or for ``templates`` only, when given).
+
+        Raises ProviderError naming every provider that failed or timed out.
+        """
+        result = self.runner.fetch_variables(
+            self.context(conversation, message, now=now, history=history), names=self.needed(stage, templates)
+        )
+        if result.errors:
+            failures = "; ".join(f"{failure.name}: {failure.error}" for failure in result.errors)
+            raise ProviderError(f"stage {stage_name!r}: provider failed: {failures}")
+        return result.variables
+
+    def needed(self, stage: Stage, templates: Sequence[str] | None = None) -> frozenset[str]:
+        """The providers a stage's templates use (or the stage's explicit ``providers`` list)."""
+        if stage.providers is not None and templates is None:
+            return frozenset(stage.providers)
+        used: set[str] = set()
+        for name in templates if templates is not None else (stage.reply, stage.prompt):
+            if name is not None:
+                used |= self.templates.variables_used(name)
+        return self.provider_names & used
+
+    def context(
+        self,
+        conversation: Conversation,
+        message: InboundMessage,
+        *,
+        now: datetime,
+        history: Sequence[PastTurn] = (),
+    ) -> ProviderContext:
+        """What providers and built-ins may read in this turn (``history`` becomes ``conversation.last_messages``)."""
+        hours = self.bot.bot.business_hours
+        return ProviderContext(
+            user=UserInfo(
+                id=conversation.user_id,
+                channel=conversation.channel,
+                name=conversation.user_name,
+                phone=conversation.user_id if conversation.channel == "whatsapp" else None,
+            ),
+            conversation=ConversationInfo(
+                id=conversation.id,
+                stage=conversation.stage,
+                turn_count=conversation.turn_count,
+                started_at=conversation.session_started_at,
+                last_messages=_last_messages(history),
+            ),
+            now=now,
+            message=message_variables(message),
+            timezone=self.bot.bot.timezone,
+            business_hours=hours.text if hours else None,
+            static=self.bot.variables,
+        )
+
+
+def _last_messages(history: Sequence[PastTurn]) -> tuple[dict[str, Any], ...]:
+    messages: list[dict[str, Any]] = []
+    for turn in history:
+        if turn.user_text:
+            messages.append({"direction": "in", "text": turn.user_text, "at": turn.finished_at})
+        messages.extend({"direction": "out", "text": text, "at": turn.finished_at} for text in turn.replies)
+    return tuple(messages)

@@ -1,0 +1,199 @@
+"""The inbox worker: claim a conversation, run one turn, commit it, release — until told to stop.
+
+Any number of workers (threads here, processes elsewhere) share one database: the lease in ``claim_conversation``
+guarantees one worker per conversation at a time and messages in order, while conversations run in parallel.
+A turn that raises (a bug, a database hiccup) is retried with exponential backoff; after
+``CHATOPS_TURN_MAX_ATTEMPTS`` its messages are marked failed and the user gets the stage's ``on_error`` reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from chatops.channels.events import OutboundMessage
+from chatops.config.settings import Settings
+from chatops.db.inbox import (
+    Conversation,
+    LeaseLost,
+    PendingMessage,
+    TurnRecord,
+    claim_conversation,
+    complete_turn,
+    defer_messages,
+    pending_messages,
+    recent_turns,
+    release_conversation,
+)
+from chatops.engine.turn import FALLBACK_ERROR_TEXT, BotRuntime, handle_turn, user_text_of
+from chatops.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = timedelta(minutes=5)
+NOT_ANSWERED_KINDS = frozenset({"reaction"})  # stored for the record; a reaction is not a question
+
+
+def worker_name(index: int = 0) -> str:
+    """A name unique across hosts and processes, stored as the lease holder."""
+    return f"{socket.gethostname()}:{os.getpid()}:{index}"
+
+
+class Worker:
+    """Handles due conversations one turn at a time. Safe to run many, in threads or processes."""
+
+    def __init__(
+        self,
+        runtime: BotRuntime,
+        db: sa.Engine,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime],
+        name: str | None = None,
+        on_turn: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.name = name or worker_name()
+        self.lease = timedelta(seconds=settings.worker_lease_seconds)
+        self.on_turn = on_turn
+
+    def work_once(self) -> bool:
+        """Claim one due conversation and run one turn; ``False`` when nothing was due."""
+        conversation = claim_conversation(self.db, worker_id=self.name, now=self.clock(), lease=self.lease)
+        if conversation is None:
+            return False
+        try:
+            self._turn(conversation)
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        finally:
+            release_conversation(self.db, conversation, worker_id=self.name)
+        return True
+
+    def run(self, stop: threading.Event, *, idle_wait: float = 0.2) -> None:
+        """Work until ``stop`` is set; the turn in progress finishes and its lease is released."""
+        while not stop.is_set():
+            try:
+                busy = self.work_once()
+            except StorageError as exc:
+                log.error("worker %s: %s", self.name, exc.message)
+                busy = False
+            if not busy:
+                stop.wait(idle_wait)
+
+    def _turn(self, conversation: Conversation) -> None:
+        now = self.clock()
+        pending = pending_messages(self.db, conversation, now=now)
+        bot = self.runtime.bot.bot
+        skipped = [
+            p for p in pending if now - p.message.timestamp > bot.stale_after or p.message.kind in NOT_ANSWERED_KINDS
+        ]
+        due = [p for p in pending if p not in skipped]
+        batch = due if self.settings.debounce_seconds > 0 else due[:1]
+        if not batch:
+            if skipped:
+                self._commit(conversation, now, answered=[], skipped=skipped, turn=None)
+            return
+        history = recent_turns(self.db, conversation.id, limit=max(self.runtime.bot.ai.history, 1))
+        started = self.clock()
+        try:
+            result = handle_turn(self.runtime, conversation, [p.message for p in batch], history=history, now=started)
+        except Exception as exc:  # a bug or an outage inside the turn: retry, then give up politely
+            self._failed(conversation, batch, skipped, exc, now)
+            return
+        record = replace(result.record, finished_at=max(self.clock(), started))
+        self._commit(
+            conversation,
+            now,
+            answered=batch,
+            skipped=skipped,
+            turn=record,
+            replies=result.replies,
+            change=result.change,
+            mark_read=batch[-1].message.provider_message_id,
+        )
+        if self.on_turn is not None:
+            self.on_turn("error" if record.error else "ok", (record.finished_at - started).total_seconds())
+
+    def _commit(
+        self,
+        conversation: Conversation,
+        now: datetime,
+        *,
+        answered: list[PendingMessage],
+        skipped: list[PendingMessage],
+        turn: TurnRecord | None,
+        replies: tuple[OutboundMessage, ...] = (),
+        change: object = None,
+        mark_read: str | None = None,
+        failed_error: str | None = None,
+    ) -> None:
+        complete_turn(
+            self.db,
+            conversation,
+            worker_id=self.name,
+            now=now,
+            lease=self.lease,
+            answered=[p.id for p in answered],
+            skipped=[p.id for p in skipped],
+            turn=turn,
+            replies=replies,
+            change=change,  # type: ignore[arg-type]
+            mark_read=mark_read,
+            failed_error=failed_error,
+        )
+
+    def _failed(
+        self,
+        conversation: Conversation,
+        batch: list[PendingMessage],
+        skipped: list[PendingMessage],
+        exc: Exception,
+        now: datetime,
+    ) -> None:
+        attempts = max(p.attempts for p in batch) + 1
+        error = f"{type(exc).__name__}: {exc}"
+        if attempts < self.settings.turn_max_attempts:
+            delay = min(timedelta(seconds=2**attempts), MAX_BACKOFF)
+            log.warning(
+                "turn for conversation %s failed (attempt %d), retry in %s: %s", conversation.id, attempts, delay, error
+            )
+            defer_messages(self.db, [p.id for p in batch], error=error, available_at=now + delay)
+            if self.on_turn is not None:
+                self.on_turn("retried", 0.0)
+            return
+        log.error(
+            "turn for conversation %s failed %d times, giving up: %s", conversation.id, attempts, error, exc_info=exc
+        )
+        text = FALLBACK_ERROR_TEXT
+        turn = TurnRecord(
+            started_at=now,
+            finished_at=self.clock(),
+            stage_before=conversation.stage,
+            stage_after=conversation.stage,
+            user_text=user_text_of([p.message for p in batch]),
+            bot_version=self.runtime.bot.version,
+            replies=[OutboundMessage(text=text).to_json()],
+            error=error,
+        )
+        self._commit(
+            conversation,
+            now,
+            answered=batch,
+            skipped=skipped,
+            turn=turn,
+            replies=(OutboundMessage(text=text),),
+            failed_error=error,
+        )
+        if self.on_turn is not None:
+            self.on_turn("error", 0.0)
