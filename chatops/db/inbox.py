@@ -60,6 +60,7 @@ class PendingMessage:
     id: int
     message: InboundMessage
     received_at: datetime
+    available_at: datetime
     attempts: int
 
 
@@ -189,16 +190,24 @@ def _insert_inbound(
 def claim_conversation(engine: sa.Engine, *, worker_id: str, now: datetime, lease: timedelta) -> Conversation | None:
     """Lease the conversation whose oldest due message waits longest, or return ``None`` when none is due.
 
-    A conversation is due when it has a pending message whose ``available_at`` has passed and no live lease
-    (an expired lease — a crashed worker — counts as free). PostgreSQL skips rows other workers are locking.
+    A conversation is due when its oldest pending message's ``available_at`` has passed (so a message waiting
+    for a retry holds back the newer ones: order is kept) and it has no live lease (an expired lease — a crashed
+    worker — counts as free). PostgreSQL skips rows other workers are locking.
     """
     c, m = conversations.c, inbound_messages.c
+    earlier = inbound_messages.alias("earlier")
+    older_pending = (
+        sa.select(earlier.c.id)
+        .where(earlier.c.conversation_id == m.conversation_id, earlier.c.status == "pending", earlier.c.id < m.id)
+        .exists()
+    )
     query = (
         sa.select(c.id)
         .select_from(inbound_messages.join(conversations, c.id == m.conversation_id))
         .where(
             m.status == "pending",
             m.available_at <= now,
+            ~older_pending,
             c.mode == "bot",
             sa.or_(c.locked_until.is_(None), c.locked_until < now),
         )
@@ -239,13 +248,11 @@ def _conversation(row: sa.Row[Any]) -> Conversation:
     )
 
 
-def pending_messages(engine: sa.Engine, conversation: Conversation, *, now: datetime) -> list[PendingMessage]:
-    """The conversation's due pending messages, in arrival order."""
+def pending_messages(engine: sa.Engine, conversation: Conversation) -> list[PendingMessage]:
+    """The conversation's pending messages, in arrival order (the first one decides when they are due)."""
     m = inbound_messages.c
     query = (
-        sa.select(inbound_messages)
-        .where(m.conversation_id == conversation.id, m.status == "pending", m.available_at <= now)
-        .order_by(m.id)
+        sa.select(inbound_messages).where(m.conversation_id == conversation.id, m.status == "pending").order_by(m.id)
     )
     with engine.connect() as connection:
         rows = connection.execute(query).all()
@@ -265,6 +272,7 @@ def pending_messages(engine: sa.Engine, conversation: Conversation, *, now: date
                 raw=dict(row.raw or {}),
             ),
             received_at=row.received_at,
+            available_at=row.available_at,
             attempts=row.attempts,
         )
         for row in rows

@@ -8,7 +8,6 @@ recorded on the turn, and the conversation stays where it was.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,9 +19,10 @@ from chatops.ai.protocol import AIClient, ChatResult
 from chatops.channels.events import Button, InboundMessage, OutboundMessage
 from chatops.config.bot_schema import BotDefinition, Stage
 from chatops.db.inbox import Conversation, ConversationChange, PastTurn, TurnRecord
-from chatops.engine.stages import Decision, decide
+from chatops.engine.stages import decide
 from chatops.engine.variables import VariableSource
 from chatops.errors import AIError, ProviderError, TemplateError
+from chatops.templating.providers import variables_json
 from chatops.templating.split import CHANNEL_TEXT_LIMITS, split_message
 from chatops.templating.store import TemplateStore
 
@@ -105,22 +105,19 @@ def handle_turn(
         history = ()
     session_started_at = now if restarted else conversation.session_started_at
     current = None if restarted else conversation.stage
+    origin = current or bot.bot.start  # a new (or restarted) conversation is in `start`
 
     def classify(intents: Sequence[str]) -> str | None:
-        request = _chat_request(runtime, bot.stages[current or bot.bot.start], "", user_text, history, trace)
+        request = _chat_request(runtime, bot.stages[origin], "", user_text, history, trace)
         result = runtime.ai.classify(request, intents)
         trace.ai_call(result)
         trace.intent = result.intent
         return result.intent
 
-    target = current or bot.bot.start
+    target = origin
     variables: dict[str, Any] = {}
     try:
-        if current is None:
-            decision = Decision(bot.bot.start, "start")
-        else:
-            decision = decide(current, bot.stages[current], message, classify=classify)
-        target = decision.stage
+        target = decide(origin, bot.stages[origin], message, classify=classify).stage
         stage = bot.stages[target]
         variables = runtime.variables.fetch(
             conversation, message, stage_name=target, stage=stage, now=now, history=history
@@ -134,7 +131,7 @@ def handle_turn(
         trace.errors.append(f"{type(exc).__name__}: {exc}")
         text = _error_reply(runtime, conversation, message, current, target, now, trace)
         replies = _compose(bot, None, text, conversation.channel)
-        stage_after = current or bot.bot.start
+        stage_after = origin
         mode = "bot"
 
     record = TurnRecord(
@@ -143,7 +140,7 @@ def handle_turn(
         stage_before=None if restarted else conversation.stage,
         stage_after=stage_after,
         user_text=user_text,
-        variables=_json_safe(variables),
+        variables=variables_json(variables),
         prompt=trace.prompt,
         model=trace.model,
         parameters=trace.parameters,
@@ -266,8 +263,3 @@ def _error_reply(
         except (ProviderError, TemplateError) as exc:
             trace.errors.append(f"on_error {stage.on_error}: {exc}")
     return FALLBACK_ERROR_TEXT
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` as JSON-compatible data (dates and other objects as strings) for the turn trace."""
-    return json.loads(json.dumps(value, default=str))

@@ -93,13 +93,22 @@ class Worker:
 
     def _turn(self, conversation: Conversation) -> None:
         now = self.clock()
-        pending = pending_messages(self.db, conversation, now=now)
+        pending = pending_messages(self.db, conversation)
+        if not pending or pending[0].available_at > now:
+            return  # answered meanwhile, or held back by a retry
         bot = self.runtime.bot.bot
+        # Stale means "was already old when Meta delivered it" (a replay after an outage), not "waited in our
+        # queue": a backlog of our own, or a turn retried for a while, must still be answered.
         skipped = [
-            p for p in pending if now - p.message.timestamp > bot.stale_after or p.message.kind in NOT_ANSWERED_KINDS
+            p
+            for p in pending
+            if p.received_at - p.message.timestamp > bot.stale_after or p.message.kind in NOT_ANSWERED_KINDS
         ]
         due = [p for p in pending if p not in skipped]
-        batch = due if self.settings.debounce_seconds > 0 else due[:1]
+        # Debounce: the first message's window (its available_at) gathers everything that arrived within it.
+        batch = (
+            [p for p in due if p.received_at <= pending[0].available_at] if self.settings.debounce_seconds else due[:1]
+        )
         if not batch:
             if skipped:
                 self._commit(conversation, now, answered=[], skipped=skipped, turn=None)
