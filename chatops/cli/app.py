@@ -98,11 +98,13 @@ def _register() -> None:
     from chatops.cli.lint_templates import lint_templates_command
     from chatops.cli.migrate import migrate_command
     from chatops.cli.serve import serve_command, worker_command
+    from chatops.cli.simulate import simulate_command
 
     app.command("serve")(serve_command)
     app.command("worker")(worker_command)
     app.command("migrate")(migrate_command)
     app.command("lint-templates")(lint_templates_command)
+    app.command("simulate")(simulate_command)
 
 
 _register()
