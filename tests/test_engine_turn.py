@@ -179,7 +179,8 @@ def test_ai_failure_answers_on_error_and_stays(tmp_path: Path, order_api: OrderA
         result = turn(runtime, "menu", text("no keyword here"))
     assert [r.text for r in result.replies] == ["Sorry, we cannot look that up right now."]
     assert result.change.stage == "menu"
-    assert result.record.error is not None and "AIError" in result.record.error
+    assert result.record.error is not None
+    assert "AIError" in result.record.error
 
 
 def test_provider_failure_answers_on_error(runtime: BotRuntime, order_api: OrderAPI) -> None:
@@ -187,7 +188,8 @@ def test_provider_failure_answers_on_error(runtime: BotRuntime, order_api: Order
     result = turn(runtime, "menu", button("track"))
     assert [r.text for r in result.replies] == ["Sorry, we cannot look that up right now."]
     assert result.change.stage == "menu"
-    assert result.record.error is not None and "order" in result.record.error
+    assert result.record.error is not None
+    assert "order" in result.record.error
 
 
 def test_session_timeout_restarts_at_start(runtime: BotRuntime) -> None:
@@ -220,7 +222,8 @@ def test_template_error_falls_back_to_a_fixed_apology(tmp_path: Path, order_api:
     (tmp_path / "templates" / "refund.j2").write_text("{{ undefined_thing.x }}")
     result = turn(runtime, "refund", text("anything"))  # refund has no transitions: it answers again
     assert [r.text for r in result.replies] == [FALLBACK_ERROR_TEXT]
-    assert result.record.error is not None and "undefined_thing" in result.record.error
+    assert result.record.error is not None
+    assert "undefined_thing" in result.record.error
 
 
 MESSAGES = st.one_of(

@@ -58,7 +58,8 @@ def test_subscription_echoes_challenge(app: Flask, channel: str) -> None:
     assert (response.status_code, response.text, response.mimetype) == (200, "1158201444", "text/plain")
     response = client.get(f"/webhooks/{channel}", query_string={**query, "hub.verify_token": "wrong"})
     assert response.status_code == 403
-    assert response.json is not None and response.json["error"]["code"] == "webhook_rejected"
+    assert response.json is not None
+    assert response.json["error"]["code"] == "webhook_rejected"
 
 
 def test_signature_checks(webhook: Webhook, db: sa.Engine) -> None:
