@@ -249,13 +249,19 @@ def _conversation(row: sa.Row[Any]) -> Conversation:
 
 
 def pending_messages(engine: sa.Engine, conversation: Conversation) -> list[PendingMessage]:
-    """The conversation's pending messages, in arrival order (the first one decides when they are due)."""
+    """The conversation's pending messages, in arrival order (the first one decides when they are due).
+
+    Raises StorageError when the database is unavailable (the worker loop survives only that error class).
+    """
     m = inbound_messages.c
     query = (
         sa.select(inbound_messages).where(m.conversation_id == conversation.id, m.status == "pending").order_by(m.id)
     )
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
     return [
         PendingMessage(
             id=row.id,
