@@ -42,10 +42,11 @@ def simulate_command(
         str | None, typer.Option("--location", metavar="LAT,LON", help="Share a location, e.g. 52.52,13.40.")
     ] = None,
     user: Annotated[
-        str | None, typer.Option("--from", metavar="USER", help="The user's wa_id or PSID [default: 15550001234].")
+        str | None,
+        typer.Option("--from", metavar="USER", help="The user's wa_id or PSID.", show_default="15550001234"),
     ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="The user's profile name (WhatsApp only) [default: Alex].")
+        str | None, typer.Option("--name", help="The user's profile name (WhatsApp only).", show_default="Alex")
     ] = None,
     at: Annotated[
         str | None,
@@ -71,9 +72,9 @@ def simulate_command(
 ) -> None:
     """Send a message as a user would, through the real webhook route and worker; print the bot's answer.
 
-    Nothing is sent to Meta: replies are recorded as sent with provider id simulated.<id>.
+    The conversation is kept in the database between runs; nothing is ever sent to Meta.
 
-    Example: chatops simulate "where is my order?"   then   chatops simulate --button track
+    Example: chatops simulate "where is my order?" ; chatops simulate --button hours --at 2026-03-02T10:00
     """
     from chatops.cli.app import settings_from
     from chatops.config.bot import load_bot
