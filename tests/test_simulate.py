@@ -267,6 +267,35 @@ def test_whatsapp_button_and_location_payloads(simulate: Any, database_url: str)
     assert raw[2]["location"] == {"latitude": 52.52, "longitude": 13.4}
 
 
+def test_a_whatsapp_list_and_a_press_on_one_of_its_rows(simulate: Any, database_url: str, example_bot: Path) -> None:
+    stages = example_bot / "stages.yaml"
+    four = (
+        "      - {id: human, title: Talk to a person}\n"
+        "      - {id: faq, title: Questions, description: 'Returns, delivery and more'}\n"
+        "    list_button: Menu\n"
+        "    next: triage\n"
+    )
+    text = stages.read_text()
+    stages.write_text(text.replace("      - {id: human, title: Talk to a person}\n    next: triage\n", four, 1))
+    result = simulate("hi", "--at", MONDAY)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[3:9] == [
+        "  What can I do for you?",
+        "  [Menu]",
+        "    • Track my order",
+        "    • Opening hours",
+        "    • Talk to a person",
+        "    • Questions — Returns, delivery and more",
+    ]
+    data = json.loads(simulate("--button", "faq", "--at", "2026-01-05T10:01", "--json").stdout)
+    assert data["message"]["status"] == "done"
+    pressed = rows(database_url, inbound_messages, "raw")[1][0]["interactive"]
+    assert pressed == {
+        "type": "list_reply",
+        "list_reply": {"id": "faq", "title": "Questions", "description": "Returns, delivery and more"},
+    }
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -240,6 +240,8 @@ class _Printer:
             output.info(note, style="yellow")
 
     def _reply(self, reply: SimulatedReply) -> None:
+        from chatops.channels.whatsapp import MAX_REPLY_BUTTONS
+
         message = reply.message
         if message.kind == "template":
             params = ", ".join(message.template_params)
@@ -249,7 +251,7 @@ class _Printer:
         else:
             lines = message.text.splitlines() or [""]
         buttons = message.buttons
-        if buttons and self.channel == "whatsapp" and len(buttons) > 3:
+        if buttons and self.channel == "whatsapp" and len(buttons) > MAX_REPLY_BUTTONS:  # shown as a list
             lines.append(f"[{message.list_button or 'Choose'}]")
             lines.extend(f"  • {b.title}{' — ' + b.description if b.description else ''}" for b in buttons)
         elif buttons:
