@@ -16,6 +16,7 @@ from rich.text import Text
 from chatops.cli import output
 
 if TYPE_CHECKING:
+    from chatops.channels.events import Channel
     from chatops.web.simulator import SimulatedReply, SimulationResult, UserInput
 
 NEW_STAGE = "(new)"
@@ -90,21 +91,20 @@ def simulate_command(
     if settings.log_level != "DEBUG":  # httpx logs every request at INFO; simulate prints the one that matters
         logging.getLogger("httpx").setLevel(logging.WARNING)
     bot = load_bot(settings.stages, templates_dir=settings.templates)
-    who = {
-        "channel": channel.value,
-        "user_id": (user or simulator.DEFAULT_USER_ID).strip(),
-        "user_name": name if name is not None else simulator.DEFAULT_USER_NAME,
-        "at": moment,
-    }
-    show = _Printer(bot.bot.name, channel=channel.value, as_json=as_json, lines=interactive)
+    on: Channel = "messenger" if channel is ChannelName.messenger else "whatsapp"
+    user_id = (user or simulator.DEFAULT_USER_ID).strip()
+    user_name = name if name is not None else simulator.DEFAULT_USER_NAME
+    show = _Printer(bot.bot.name, channel=on, as_json=as_json, lines=interactive)
     if url is not None:
         for sent in _inputs(first, interactive, show):
-            result = simulator.send_to_server(settings, bot, url, sent, timeout=timeout, **who)  # type: ignore[arg-type]
+            result = simulator.send_to_server(
+                settings, bot, url, sent, channel=on, user_id=user_id, user_name=user_name, at=moment, timeout=timeout
+            )
             show.result(result, remote=url)
             if result.webhook_status != 200:
                 raise typer.Exit(1)
         return
-    with simulator.Simulator(settings, bot, **who) as sim:  # type: ignore[arg-type]
+    with simulator.Simulator(settings, bot, channel=on, user_id=user_id, user_name=user_name, at=moment) as sim:
         if sim.migrated:
             output.stderr.print(
                 f"Migrated the SQLite database to revision {sim.migrated[-1].id} "
