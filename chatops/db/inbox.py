@@ -1,6 +1,7 @@
 """The inbox: webhook events in, conversations claimed by workers, turns committed.
 
-``store_events`` is the webhook's single transaction (nothing is acknowledged before it commits);
+``store_events`` (in :mod:`chatops.db.ingest`, re-exported here) is the webhook's single transaction (nothing is
+acknowledged before it commits);
 ``claim_conversation`` hands one conversation with due messages to one worker under a lease;
 ``complete_turn`` commits a turn, its outbound messages, the new conversation state and the inbound statuses
 together, and only while the worker still holds the lease.
@@ -8,32 +9,23 @@ together, and only while the worker still holds the lease.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from chatops.channels.events import Event, InboundMessage, OutboundMessage, StatusUpdate
+from chatops.channels.events import InboundMessage, OutboundMessage
 from chatops.db.connect import storage_error
-from chatops.db.outbox import apply_status
+from chatops.db.ingest import StoreResult as StoreResult  # re-exported: the webhook's write lives there
+from chatops.db.ingest import store_events as store_events
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
 from chatops.errors import StorageError
 
 
 class LeaseLost(StorageError):
     """The worker's lease on a conversation expired and another worker took it; its turn was not committed."""
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    """What one webhook changed: new inbound messages, duplicates ignored, status updates applied."""
-
-    inserted: int = 0
-    duplicates: int = 0
-    statuses: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,87 +96,6 @@ class ConversationChange:
     state: dict[str, Any]
     mode: str
     session_started_at: datetime | None
-
-
-def _insert(connection: sa.Connection, table: sa.Table) -> Any:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
-
-
-def store_events(engine: sa.Engine, events: Iterable[Event], *, now: datetime, debounce: float = 0.0) -> StoreResult:
-    """Store a webhook's events in ONE transaction: upsert conversations, insert new inbound messages
-    (deduplicated on channel + provider id), apply status updates.
-
-    Raises StorageError when the database is unavailable (the webhook answers 503 and Meta retries).
-    """
-    inserted = duplicates = statuses = 0
-    available_at = now + timedelta(seconds=debounce)
-    try:
-        with engine.begin() as connection:
-            for event in events:
-                if isinstance(event, InboundMessage):
-                    conversation_id = _upsert_conversation(connection, event, now=now)
-                    if _insert_inbound(connection, event, conversation_id, now=now, available_at=available_at):
-                        inserted += 1
-                    else:
-                        duplicates += 1
-                elif isinstance(event, StatusUpdate):
-                    statuses += int(apply_status(connection, event, now=now))
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
-    return StoreResult(inserted, duplicates, statuses)
-
-
-def _upsert_conversation(connection: sa.Connection, message: InboundMessage, *, now: datetime) -> int:
-    c = conversations.c
-    statement = _insert(connection, conversations).values(
-        channel=message.channel,
-        account_id=message.account_id,
-        user_id=message.user_id,
-        user_name=message.user_name,
-        state={},
-        mode="bot",
-        turn_count=0,
-        last_inbound_at=message.timestamp,
-        created_at=now,
-        updated_at=now,
-    )
-    newer = sa.or_(c.last_inbound_at.is_(None), statement.excluded.last_inbound_at > c.last_inbound_at)
-    statement = statement.on_conflict_do_update(
-        index_elements=[c.channel, c.account_id, c.user_id],
-        set_={
-            "user_name": sa.func.coalesce(statement.excluded.user_name, c.user_name),
-            "last_inbound_at": sa.case((newer, statement.excluded.last_inbound_at), else_=c.last_inbound_at),
-            "updated_at": now,
-        },
-    ).returning(c.id)
-    return int(connection.execute(statement).scalar_one())
-
-
-def _insert_inbound(
-    connection: sa.Connection, message: InboundMessage, conversation_id: int, *, now: datetime, available_at: datetime
-) -> bool:
-    m = inbound_messages.c
-    statement = (
-        _insert(connection, inbound_messages)
-        .values(
-            conversation_id=conversation_id,
-            channel=message.channel,
-            provider_message_id=message.provider_message_id,
-            kind=message.kind,
-            text=message.text,
-            payload=message.payload,
-            raw=message.raw,
-            provider_timestamp=message.timestamp,
-            received_at=now,
-            available_at=available_at,
-            status="pending",
-            attempts=0,
-        )
-        .on_conflict_do_nothing(index_elements=[m.channel, m.provider_message_id])
-        .returning(m.id)
-    )
-    return connection.execute(statement).first() is not None
 
 
 def claim_conversation(engine: sa.Engine, *, worker_id: str, now: datetime, lease: timedelta) -> Conversation | None:

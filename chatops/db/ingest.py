@@ -1,0 +1,333 @@
+"""The webhook's durable write: conversations upserted, inbound messages inserted once, status updates applied.
+
+Nothing is acknowledged before this commits (DESIGN.md section 2), so its cost is the webhook's latency. It is
+kept low by doing per request only what must be done per request:
+
+- PostgreSQL: ONE statement per write, run in autocommit (a single statement is its own transaction): the
+  messages travel as arrays, a data-modifying CTE upserts their conversations and the outer INSERT adds the
+  messages (``ON CONFLICT (channel, provider_message_id) DO NOTHING``). One round trip instead of BEGIN, an
+  upsert and an insert per message, and COMMIT. Status updates need their own UPDATEs: a write that carries any
+  runs in an explicit transaction.
+- SQLite (in-process, so round trips cost nothing): statements compiled once with bound parameters, one
+  ``BEGIN IMMEDIATE`` transaction.
+
+:func:`write_deliveries` stores several webhooks together (see :mod:`chatops.db.group_commit`); they are all
+committed or none is, and each gets its own :class:`StoreResult`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from chatops.channels.events import Event, InboundMessage, StatusUpdate
+from chatops.db.connect import storage_error
+from chatops.db.outbox import apply_status
+from chatops.db.tables import conversations, inbound_messages
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What one webhook changed: new inbound messages, duplicates ignored, status updates applied."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    statuses: int = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook's events, received at ``now``; its messages become due for a worker at ``available_at``."""
+
+    events: Sequence[Event]
+    now: datetime
+    available_at: datetime
+
+
+def delivery(events: Iterable[Event], *, now: datetime, debounce: float = 0.0) -> Delivery:
+    """The :class:`Delivery` of a webhook received at ``now`` (``debounce`` seconds hold its messages back)."""
+    return Delivery(tuple(events), now, now + timedelta(seconds=debounce))
+
+
+def store_events(engine: sa.Engine, events: Iterable[Event], *, now: datetime, debounce: float = 0.0) -> StoreResult:
+    """Store a webhook's events in ONE transaction: upsert conversations, insert new inbound messages
+    (deduplicated on channel + provider id), apply status updates.
+
+    Raises StorageError when the database is unavailable (the webhook answers 503 and Meta retries).
+    """
+    return write_deliveries(engine, [delivery(events, now=now, debounce=debounce)])[0]
+
+
+def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[StoreResult]:
+    """Store every delivery's events in ONE transaction; one result per delivery, in order.
+
+    A message id seen twice (in one delivery or two) is stored once and counted as inserted where it comes
+    first. Raises StorageError (nothing of any delivery committed) when the database refuses or is unavailable.
+    """
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                return _write_postgresql(connection, deliveries)
+            return _write_sqlite(connection, deliveries)
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+
+
+def _utc(value: datetime) -> datetime:
+    # What UTCDateTime does for Core statements; the PostgreSQL statement below binds values itself.
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: pass an aware datetime (UTC)")
+    return value.astimezone(UTC)
+
+
+# PostgreSQL ---------------------------------------------------------------------------------------------------
+
+# Core could build this, but the SQL says more plainly what happens. Parameters are parallel arrays, one element
+# per message, in arrival order (``ord``): the conversation upsert sees each conversation once (ON CONFLICT DO
+# UPDATE may not touch a row twice in one statement), in key order (two concurrent writers lock rows in the same
+# order, so they cannot deadlock on them); its values are what upserting message by message would leave: the
+# last known user name and the newest provider timestamp. Messages are inserted in arrival order, so their ids
+# keep it for the workers.
+_PG_STORE = """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        %(ord)s::integer[], %(channel)s::varchar[], %(account_id)s::varchar[], %(user_id)s::varchar[],
+        %(user_name)s::varchar[], %(provider_message_id)s::varchar[], %(kind)s::varchar[], %(text)s::text[],
+        %(payload)s::jsonb[], %(raw)s::jsonb[], %(provider_timestamp)s::timestamptz[],
+        %(received_at)s::timestamptz[], %(available_at)s::timestamptz[]
+    ) AS t(ord, channel, account_id, user_id, user_name, provider_message_id, kind, text, payload, raw,
+           provider_timestamp, received_at, available_at)
+), upserted AS (
+    INSERT INTO conversations AS c
+        (channel, account_id, user_id, user_name, state, mode, turn_count, last_inbound_at, created_at, updated_at)
+    SELECT channel, account_id, user_id,
+           (array_agg(user_name ORDER BY ord DESC) FILTER (WHERE user_name IS NOT NULL))[1],
+           '{}', 'bot', 0, max(provider_timestamp), max(received_at), max(received_at)
+    FROM incoming
+    GROUP BY channel, account_id, user_id
+    ORDER BY channel, account_id, user_id
+    ON CONFLICT (channel, account_id, user_id) DO UPDATE SET
+        user_name = coalesce(excluded.user_name, c.user_name),
+        last_inbound_at = greatest(c.last_inbound_at, excluded.last_inbound_at),
+        updated_at = excluded.updated_at
+    RETURNING c.id, c.channel, c.account_id, c.user_id
+)
+INSERT INTO inbound_messages
+    (conversation_id, channel, provider_message_id, kind, text, payload, raw, provider_timestamp, received_at,
+     available_at, status, attempts)
+SELECT u.id, i.channel, i.provider_message_id, i.kind, i.text, i.payload, i.raw, i.provider_timestamp,
+       i.received_at, i.available_at, 'pending', 0
+FROM incoming i JOIN upserted u USING (channel, account_id, user_id)
+ORDER BY i.ord
+ON CONFLICT (channel, provider_message_id) DO NOTHING
+RETURNING channel, provider_message_id
+"""
+
+_PG_COLUMNS = (
+    "ord",
+    "channel",
+    "account_id",
+    "user_id",
+    "user_name",
+    "provider_message_id",
+    "kind",
+    "text",
+    "payload",
+    "raw",
+    "provider_timestamp",
+    "received_at",
+    "available_at",
+)
+
+
+def _write_postgresql(connection: sa.Connection, deliveries: Sequence[Delivery]) -> list[StoreResult]:
+    messages, updates = _split(deliveries)
+    if not updates:
+        # Messages only: the one statement is the whole transaction, so autocommit saves BEGIN and COMMIT.
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        new = _insert_postgresql(connection, deliveries, messages)
+        return _results(deliveries, messages, new, [])
+    with connection.begin():
+        new = _insert_postgresql(connection, deliveries, messages)
+        applied = [index for index, update in updates if apply_status(connection, update, now=deliveries[index].now)]
+    return _results(deliveries, messages, new, applied)
+
+
+def _insert_postgresql(
+    connection: sa.Connection, deliveries: Sequence[Delivery], messages: list[tuple[int, InboundMessage]]
+) -> set[tuple[str, str]]:
+    """Run the statement; the (channel, provider id) of each message it inserted."""
+    if not messages:
+        return set()
+    columns: dict[str, list[Any]] = {name: [] for name in _PG_COLUMNS}
+    for ord_, (index, message) in enumerate(messages):
+        d = deliveries[index]
+        for name, value in zip(
+            _PG_COLUMNS,
+            (
+                ord_,
+                message.channel,
+                message.account_id,
+                message.user_id,
+                message.user_name,
+                message.provider_message_id,
+                message.kind,
+                message.text,
+                json.dumps(message.payload),
+                json.dumps(message.raw),
+                _utc(message.timestamp),
+                _utc(d.now),
+                _utc(d.available_at),
+            ),
+            strict=True,
+        ):
+            columns[name].append(value)
+    rows = connection.exec_driver_sql(_PG_STORE, columns).all()
+    return {(row[0], row[1]) for row in rows}
+
+
+# SQLite -------------------------------------------------------------------------------------------------------
+
+# Built and compiled once (SQLAlchemy caches the compiled form by statement): a request only binds values.
+_c, _m = conversations.c, inbound_messages.c
+_sqlite_upsert = sqlite.insert(conversations).values(
+    channel=sa.bindparam("channel"),
+    account_id=sa.bindparam("account_id"),
+    user_id=sa.bindparam("user_id"),
+    user_name=sa.bindparam("user_name"),
+    state=sa.bindparam("state", type_=conversations.c.state.type),
+    mode="bot",
+    turn_count=0,
+    last_inbound_at=sa.bindparam("timestamp", type_=_c.last_inbound_at.type),
+    created_at=sa.bindparam("now", type_=_c.created_at.type),
+    updated_at=sa.bindparam("now", type_=_c.updated_at.type),
+)
+_SQLITE_UPSERT = _sqlite_upsert.on_conflict_do_update(
+    index_elements=[_c.channel, _c.account_id, _c.user_id],
+    set_={
+        "user_name": sa.func.coalesce(_sqlite_upsert.excluded.user_name, _c.user_name),
+        "last_inbound_at": sa.case(
+            (
+                sa.or_(
+                    _c.last_inbound_at.is_(None),
+                    _sqlite_upsert.excluded.last_inbound_at > _c.last_inbound_at,
+                ),
+                _sqlite_upsert.excluded.last_inbound_at,
+            ),
+            else_=_c.last_inbound_at,
+        ),
+        "updated_at": _sqlite_upsert.excluded.updated_at,
+    },
+).returning(_c.id)
+_SQLITE_INSERT = (
+    sqlite.insert(inbound_messages)
+    .values(
+        conversation_id=sa.bindparam("conversation_id"),
+        channel=sa.bindparam("channel"),
+        provider_message_id=sa.bindparam("provider_message_id"),
+        kind=sa.bindparam("kind"),
+        text=sa.bindparam("text"),
+        payload=sa.bindparam("payload", type_=_m.payload.type),
+        raw=sa.bindparam("raw", type_=_m.raw.type),
+        provider_timestamp=sa.bindparam("timestamp", type_=_m.provider_timestamp.type),
+        received_at=sa.bindparam("now", type_=_m.received_at.type),
+        available_at=sa.bindparam("available_at", type_=_m.available_at.type),
+        status="pending",
+        attempts=0,
+    )
+    .on_conflict_do_nothing(index_elements=[_m.channel, _m.provider_message_id])
+    .returning(_m.id)
+)
+
+
+def _write_sqlite(connection: sa.Connection, deliveries: Sequence[Delivery]) -> list[StoreResult]:
+    messages: list[tuple[int, InboundMessage]] = []
+    new: set[tuple[str, str]] = set()
+    applied: list[int] = []
+    with connection.begin():  # BEGIN IMMEDIATE (chatops.db.connect): the write lock up front
+        for index, d in enumerate(deliveries):
+            for event in d.events:
+                if isinstance(event, InboundMessage):
+                    messages.append((index, event))
+                    if _insert_sqlite(connection, d, event):
+                        new.add((event.channel, event.provider_message_id))
+                elif isinstance(event, StatusUpdate) and apply_status(connection, event, now=d.now):
+                    applied.append(index)
+    return _results(deliveries, messages, new, applied)
+
+
+def _insert_sqlite(connection: sa.Connection, d: Delivery, message: InboundMessage) -> bool:
+    """Upsert the message's conversation and insert the message; whether it was new."""
+    params: dict[str, Any] = {
+        "channel": message.channel,
+        "account_id": message.account_id,
+        "user_id": message.user_id,
+        "user_name": message.user_name,
+        "state": {},
+        "timestamp": message.timestamp,
+        "now": d.now,
+    }
+    conversation_id = connection.execute(_SQLITE_UPSERT, params).scalar_one()
+    row = connection.execute(
+        _SQLITE_INSERT,
+        {
+            "conversation_id": conversation_id,
+            "channel": message.channel,
+            "provider_message_id": message.provider_message_id,
+            "kind": message.kind,
+            "text": message.text,
+            "payload": message.payload,
+            "raw": message.raw,
+            "timestamp": message.timestamp,
+            "now": d.now,
+            "available_at": d.available_at,
+        },
+    ).first()
+    return row is not None
+
+
+# Both ---------------------------------------------------------------------------------------------------------
+
+
+def _split(
+    deliveries: Sequence[Delivery],
+) -> tuple[list[tuple[int, InboundMessage]], list[tuple[int, StatusUpdate]]]:
+    """The messages and the status updates of all deliveries, each with its delivery's index, in order."""
+    messages: list[tuple[int, InboundMessage]] = []
+    updates: list[tuple[int, StatusUpdate]] = []
+    for index, d in enumerate(deliveries):
+        for event in d.events:
+            if isinstance(event, InboundMessage):
+                messages.append((index, event))
+            elif isinstance(event, StatusUpdate):
+                updates.append((index, event))
+    return messages, updates
+
+
+def _results(
+    deliveries: Sequence[Delivery],
+    messages: list[tuple[int, InboundMessage]],
+    new: set[tuple[str, str]],
+    applied: list[int],
+) -> list[StoreResult]:
+    """Per delivery: a message counts as inserted where its id first appears, as a duplicate anywhere else."""
+    inserted = [0] * len(deliveries)
+    duplicates = [0] * len(deliveries)
+    statuses = [0] * len(deliveries)
+    counted: set[tuple[str, str]] = set()
+    for index, message in messages:
+        key = (message.channel, message.provider_message_id)
+        if key in new and key not in counted:
+            counted.add(key)
+            inserted[index] += 1
+        else:
+            duplicates[index] += 1
+    for index in applied:
+        statuses[index] += 1
+    return [StoreResult(*counts) for counts in zip(inserted, duplicates, statuses, strict=True)]
