@@ -68,15 +68,24 @@ def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[
     """Store every delivery's events in ONE transaction; one result per delivery, in order.
 
     A message id seen twice (in one delivery or two) is stored once and counted as inserted where it comes
-    first. Raises StorageError (nothing of any delivery committed) when the database refuses or is unavailable.
+    first. A connection found dead is replaced and the write tried once more. Raises StorageError (nothing of
+    any delivery committed) when the database refuses or is unavailable.
     """
-    try:
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                return _write_postgresql(connection, deliveries)
-            return _write_sqlite(connection, deliveries)
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    return _write_postgresql(connection, deliveries)
+                return _write_sqlite(connection, deliveries)
+        except sa.exc.DBAPIError as exc:
+            # A pooled connection found dead (the server restarted; pooled connections are not pinged while in
+            # steady use, see chatops.db.connect): SQLAlchemy has invalidated it and its older siblings, so one
+            # more attempt gets a fresh connection. Retrying is safe even if the server committed before the
+            # connection died: the write is idempotent (messages deduplicate, the upsert converges); such a
+            # message is then counted as a duplicate.
+            if not (exc.connection_invalidated and attempt == 1):
+                raise storage_error(engine, exc) from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _utc(value: datetime) -> datetime:
