@@ -422,7 +422,8 @@ def test_conversations_are_answered_in_parallel(
         asked = deliver_all("QUESTION", "do you ship kettles abroad?")
         wait_for(lambda: len(sends(fakes.graph)) >= 40, timeout=40, what="20 answers", server=server)
         elapsed = time.monotonic() - started
-    assert not unanswered(db, asked)
+    # The sender records a send just after the Graph API accepted it.
+    wait_for(lambda: not unanswered(db, asked), timeout=10, what="20 answers recorded", server=server)
 
     calls_per_turn = (len(fakes.openai.requests) - calls_before) / len(users)
     serial = len(users) * calls_per_turn * latency  # one worker, one conversation after another
@@ -470,6 +471,13 @@ class Meta:
                 time.sleep(0.1)
 
 
+def held_leases(db: sa.Engine) -> int:
+    """Conversations a worker holds (a live lease): after a kill, the turns that were cut short."""
+    c = conversations.c
+    with db.connect() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).where(c.locked_by.is_not(None))).scalar_one())
+
+
 def backdate_sending(db: sa.Engine, *, by: timedelta) -> int:
     """Move ``sending`` rows' last update back by ``by``, as if the server had stayed down that long."""
     o = outbound_messages.c
@@ -506,9 +514,11 @@ def test_sigkill_mid_run_and_restart_answers_every_acknowledged_message(
         feeder = threading.Thread(target=flow, name="meta", daemon=True)
         feeder.start()
         try:
-            wait_for(lambda: len(sends(fakes.graph)) >= 4, timeout=20, what="the first replies", server=first)
+            # The 8 welcomes (no AI) and a couple of answers are out: the model is answering questions now.
+            wait_for(lambda: len(sends(fakes.graph)) >= 10, timeout=20, what="the first answers", server=first)
             first.kill()
             acknowledged_before_kill = len(meta.acknowledged)
+            leases_left = held_leases(db)  # turns the kill interrupted: no one may take them for 2 s
             # The sender puts rows left `sending` back in the queue once they are older than its stale_after
             # (5 minutes, not a setting). Back-dating them does what waiting out those minutes would do.
             stuck = backdate_sending(db, by=SENDER_STALE_AFTER + timedelta(seconds=1))
@@ -527,9 +537,11 @@ def test_sigkill_mid_run_and_restart_answers_every_acknowledged_message(
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
     print(
         f"\nSIGKILL: {acknowledged_before_kill} messages acknowledged before the kill, {meta.refused} refused and "
-        f"delivered again, {stuck} outbound rows left sending, {duplicates} duplicate replies "
+        f"delivered again, {leases_left} conversation leases and {stuck} outbound rows left by the dead process, "
+        f"{duplicates} duplicate replies "
         f"({len(counts)} replies in all)"
     )
+    assert leases_left >= 1, "the kill interrupted turns, whose leases the restarted workers had to wait out"
     assert never_received == []
     assert duplicates <= min(stuck, SENDER_CONCURRENCY)
     assert [row.status for row in inbound(db)] == ["done"] * len(plan)  # one row per message, however often sent
