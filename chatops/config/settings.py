@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     debounce_seconds: float = Field(default=0.0, ge=0)
     worker_lease_seconds: float = Field(default=120.0, gt=0)
     turn_max_attempts: int = Field(default=5, ge=1)
+    sender_stale_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

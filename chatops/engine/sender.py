@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from chatops.db.outbox import (
 from chatops.errors import ChannelError, ChatopsError, ConfigError, GraphAPIError
 
 logger = logging.getLogger(__name__)
+
+MARK_SENT_ATTEMPTS = 10  # about 30 s of retries (0.25 s doubling, capped at 5 s)
 
 CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
 OUTSIDE_WINDOW_ERROR = "outside the 24-hour customer-service window"
@@ -135,7 +138,8 @@ class OutboxSender:
         policy: RetryPolicy = RetryPolicy(),
         concurrency: int = 4,
         token_check_interval: float = 30.0,
-        stale_after: timedelta = timedelta(minutes=5),
+        stale_after: timedelta | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if template is not None and (template.kind != "template" or not template.template_name):
             raise ConfigError(
@@ -150,7 +154,8 @@ class OutboxSender:
         self._token_source = token_source
         self._policy = policy
         self._token_check = timedelta(seconds=token_check_interval)
-        self._stale_after = stale_after
+        self._stale_after = stale_after or timedelta(seconds=settings.sender_stale_seconds)
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._channels: dict[Channel, _ChannelState] = {
             "whatsapp": _ChannelState(_secret(settings.whatsapp_access_token)),
@@ -269,12 +274,36 @@ class OutboxSender:
         except ChannelError as exc:  # the request builder refused the message: retrying cannot help
             mark_failed(self._engine, row.id, error_code=None, error=exc.message, now=self._clock())
             return
-        mark_sent(self._engine, row.id, provider_message_id=provider_id, now=self._clock())
+        self._record_sent(row, provider_id)
         if row.channel == "whatsapp" and row.reply_to:
             try:
                 self._graph.mark_whatsapp_read(row.account_id, token, row.reply_to)
             except GraphAPIError as exc:
                 logger.warning("outbound %d sent, but marking %s read failed: %s", row.id, row.reply_to, exc)
+
+    def _record_sent(self, row: OutboundRow, provider_id: str) -> None:
+        """Store that Meta accepted the row, retrying through a short database outage.
+
+        Meta already has the message: giving up here leaves the row ``sending`` and it is sent again after
+        ``stale_after`` (a duplicate the user sees), so a few seconds of retrying are worth it.
+        """
+        delay = 0.25
+        for attempt in range(1, MARK_SENT_ATTEMPTS + 1):
+            try:
+                mark_sent(self._engine, row.id, provider_message_id=provider_id, now=self._clock())
+                return
+            except sa.exc.SQLAlchemyError as exc:
+                if attempt == MARK_SENT_ATTEMPTS:
+                    logger.error(
+                        "outbound %d was accepted by Meta as %s but could not be recorded (%s); it will be sent "
+                        "again after the stale timeout",
+                        row.id,
+                        provider_id,
+                        storage_error(self._engine, exc),
+                    )
+                    return
+                self._sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _send(self, row: OutboundRow, message: OutboundMessage, token: str) -> str:
         if row.channel == "whatsapp":
