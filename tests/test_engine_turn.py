@@ -124,6 +124,7 @@ def test_new_conversation_gets_the_start_stage_with_buttons(runtime: BotRuntime)
     assert [r.text for r in result.replies] == ["Hi Ada! Welcome to Test Shop. You sent a text."]
     assert [b.id for b in result.replies[0].buttons] == ["track", "human"]
     assert result.change.stage == "menu"  # welcome has next: menu
+    assert result.record.stage_answered == "welcome"
     assert result.record.stage_before is None
     assert result.record.template_versions == {"welcome.j2": runtime.templates.version("welcome.j2")}
     assert result.record.bot_version == runtime.bot.version

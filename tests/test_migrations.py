@@ -110,3 +110,15 @@ def test_malformed_url_is_a_usage_error() -> None:
     code, _, err = chatops("--database-url", "mysql://app@db/chatops", "migrate")
     assert code == 2
     assert err.startswith("Error: CHATOPS_DATABASE_URL: expected sqlite:///path/to.db")
+
+
+def test_migrations_build_exactly_the_tables_the_code_uses(database_url: str) -> None:
+    """The scripts and chatops/db/tables.py agree (a column added to one only fails here)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_db_engine(database_url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    engine.dispose()
+    assert differences == []

@@ -64,6 +64,7 @@ class TurnRecord:
     finished_at: datetime
     stage_before: str | None
     stage_after: str | None
+    stage_answered: str | None = None
     user_text: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     prompt: list[dict[str, Any]] | None = None

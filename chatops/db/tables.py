@@ -107,6 +107,7 @@ turns = sa.Table(
     sa.Column("finished_at", UTCDateTime(), nullable=False),
     sa.Column("stage_before", sa.String(128)),
     sa.Column("stage_after", sa.String(128)),
+    sa.Column("stage_answered", sa.String(128)),  # the stage whose reply/prompt answered (before `next` moved on)
     sa.Column("inbound_ids", JSONType, nullable=False, default=list),
     sa.Column("user_text", sa.Text),
     sa.Column("variables", JSONType, nullable=False, default=dict),

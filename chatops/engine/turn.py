@@ -139,6 +139,7 @@ def handle_turn(
         finished_at=now,
         stage_before=None if restarted else conversation.stage,
         stage_after=stage_after,
+        stage_answered=None if trace.errors else target,
         user_text=user_text,
         variables=variables_json(variables),
         prompt=trace.prompt,

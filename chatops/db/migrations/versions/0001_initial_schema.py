@@ -72,6 +72,7 @@ def upgrade() -> None:
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('stage_before', sa.String(length=128), nullable=True),
     sa.Column('stage_after', sa.String(length=128), nullable=True),
+    sa.Column('stage_answered', sa.String(length=128), nullable=True),
     sa.Column('inbound_ids', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('user_text', sa.Text(), nullable=True),
     sa.Column('variables', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
