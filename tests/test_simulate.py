@@ -36,15 +36,14 @@ Northwind Support: Hi Alex! Welcome to Northwind support.
   What can I do for you?
   [Track my order] [Opening hours] [Talk to a person]
   (--button track | hours | human)
-stage: (new) → triage
+stage: (new) → welcome → triage
 """
 HOURS = """\
 Alex: [button hours]
 Northwind Support: Our flagship store is open today (Monday) from 09:00 to 18:00.
 
-
   Online support: Mon–Fri 9:00–17:00, Sat 10:00–14:00.
-stage: triage → triage
+stage: triage → store_hours → triage
 """
 HANDOFF = """\
 Alex: [button human]
@@ -151,6 +150,7 @@ def test_json_has_the_trace_and_the_graph_requests(simulate: Any) -> None:
         "turn_id",
         "stage_before",
         "stage_after",
+        "stage_answered",
         "user_text",
         "replies",
         "variables",
@@ -203,7 +203,7 @@ def test_json_has_the_trace_and_the_graph_requests(simulate: Any) -> None:
 
 def test_a_day_later_the_session_restarts(simulate: Any) -> None:
     assert simulate("where is my order?", "--at", MONDAY).stdout == WELCOME
-    assert "stage: triage → triage" in simulate("thanks", "--at", "2026-01-05T10:05").stdout
+    assert "stage: triage → questions → triage" in simulate("thanks", "--at", "2026-01-05T10:05").stdout
     later = simulate("where is my order?", "--at", "2026-01-06T10:06")
     assert later.stdout == WELCOME  # 24h after the last turn: back to the start
 
@@ -226,7 +226,7 @@ def test_interactive_keeps_the_conversation(simulate: Any) -> None:
         + "Alex: [location 52.52, 13.4]\n"
         + 'Northwind Support: [offline AI] You said: "[location 52.52, 13.4]" · Prompt: "You answer general '
         'questions about Northwind." · Set OPENAI_API_KEY for real replies.\n'
-        + "stage: triage → triage\n"
+        + "stage: triage → questions → triage\n"
         + "cannot do '/nonsense' here. Type a message, or /button ID, /location LAT,LON, /fresh, /quit (or end of "
         "input).\n"
     )
@@ -376,7 +376,7 @@ def test_url_posts_to_a_running_server(
     result = simulate("where is my order?", "--url", url, "--timeout", "10")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith(f"POST {url} → HTTP 200\nAlex: where is my order?\nNorthwind Support: Hi Alex!")
-    assert result.stdout.endswith("  (--button track | hours | human)\nstage: (new) → triage\n")
+    assert result.stdout.endswith("  (--button track | hours | human)\nstage: (new) → welcome → triage\n")
     deadline = time.monotonic() + 10
     while len(fake.requests) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -17,7 +17,7 @@ from chatops.cli import output
 
 if TYPE_CHECKING:
     from chatops.channels.events import Channel
-    from chatops.web.simulator import SimulatedReply, SimulationResult, UserInput
+    from chatops.web.simulator import SimulatedReply, SimulatedTurn, SimulationResult, UserInput
 
 NEW_STAGE = "(new)"
 INTERACTIVE_HELP = "Type a message, or /button ID, /location LAT,LON, /fresh, /quit (or end of input)."
@@ -234,8 +234,7 @@ class _Printer:
                 self._reply(reply)
             if turn.error:
                 output.info(f"error: {turn.error}", style="yellow")
-            before = turn.stage_before or NEW_STAGE
-            output.info(f"stage: {before} → {turn.stage_after or NEW_STAGE}", style="dim")
+            output.info(f"stage: {_stage_path(turn)}", style="dim")
         for note in _notes(result):
             output.info(note, style="yellow")
 
@@ -288,3 +287,12 @@ def _notes(result: SimulationResult) -> list[str]:
     elif result.message_status == "pending":
         notes.append("(not answered yet)")
     return notes
+
+
+def _stage_path(turn: SimulatedTurn) -> str:
+    """``before → after``, with the stage that answered in between when it is neither (a stage with ``next:``)."""
+    before, after = turn.stage_before or NEW_STAGE, turn.stage_after or NEW_STAGE
+    answered = turn.stage_answered
+    if answered is None or answered in (turn.stage_before, turn.stage_after):
+        return f"{before} → {after}"
+    return f"{before} → {answered} → {after}"

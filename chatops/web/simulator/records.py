@@ -177,7 +177,9 @@ class UserConversation:
         replies = tuple(self._reply(reply, settle=settle) for reply in self._read(query))
         trace = {name: getattr(row, name) for name in _TRACE}
         trace |= {"started_at": row.started_at.isoformat(), "finished_at": row.finished_at.isoformat()}
-        return SimulatedTurn(row.id, row.stage_before, row.stage_after, row.user_text, trace, row.error, replies)
+        return SimulatedTurn(
+            row.id, row.stage_before, row.stage_after, row.stage_answered, row.user_text, trace, row.error, replies
+        )
 
     def _reply(self, row: sa.Row[Any], *, settle: bool) -> SimulatedReply:
         message = OutboundMessage.from_json(row.body)

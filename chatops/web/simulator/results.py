@@ -42,6 +42,7 @@ class SimulatedTurn:
     id: int
     stage_before: str | None
     stage_after: str | None
+    stage_answered: str | None
     user_text: str | None
     trace: dict[str, Any]
     error: str | None
@@ -52,6 +53,7 @@ class SimulatedTurn:
             "turn_id": self.id,
             "stage_before": self.stage_before,
             "stage_after": self.stage_after,
+            "stage_answered": self.stage_answered,
             "user_text": self.user_text,
             "replies": [reply.to_json() for reply in self.replies],
             **self.trace,
