@@ -216,3 +216,16 @@ def test_handoff_silences_the_bot(harness: Harness) -> None:
     harness.send("hello? anyone?")
     assert harness.drain() == 0
     assert len(harness.rows(outbound_messages, "id")) == 2
+
+
+def test_a_worker_can_be_limited_to_one_conversation(harness: Harness) -> None:
+    harness.send("hello", wa_id="15550000001")
+    harness.send("hello", wa_id="15550000002")
+    with harness.db.connect() as connection:
+        second = connection.execute(
+            sa.select(inbound_messages.c.conversation_id).order_by(inbound_messages.c.id.desc()).limit(1)
+        ).scalar_one()
+    worker = harness.worker()
+    assert worker.work_once(only=second)
+    assert not worker.work_once(only=second)
+    assert harness.rows(inbound_messages, "status") == [("pending",), ("done",)]

@@ -99,12 +99,15 @@ class ConversationChange:
     session_started_at: datetime | None
 
 
-def claim_conversation(engine: sa.Engine, *, worker_id: str, now: datetime, lease: timedelta) -> Conversation | None:
+def claim_conversation(
+    engine: sa.Engine, *, worker_id: str, now: datetime, lease: timedelta, only: int | None = None
+) -> Conversation | None:
     """Lease the conversation whose oldest due message waits longest, or return ``None`` when none is due.
 
     A conversation is due when its oldest pending message's ``available_at`` has passed (so a message waiting
     for a retry holds back the newer ones: order is kept) and it has no live lease (an expired lease — a crashed
-    worker — counts as free). PostgreSQL skips rows other workers are locking.
+    worker — counts as free). PostgreSQL skips rows other workers are locking. ``only`` restricts the claim to
+    one conversation (``simulate`` answers its own conversation and never another's).
     """
     c, m = conversations.c, inbound_messages.c
     earlier = inbound_messages.alias("earlier")
@@ -126,6 +129,8 @@ def claim_conversation(engine: sa.Engine, *, worker_id: str, now: datetime, leas
         .order_by(m.id)
         .limit(1)
     )
+    if only is not None:
+        query = query.where(c.id == only)
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":

@@ -67,9 +67,9 @@ class Worker:
         self.lease = timedelta(seconds=settings.worker_lease_seconds)
         self.on_turn = on_turn
 
-    def work_once(self) -> bool:
-        """Claim one due conversation and run one turn; ``False`` when nothing was due."""
-        conversation = claim_conversation(self.db, worker_id=self.name, now=self.clock(), lease=self.lease)
+    def work_once(self, *, only: int | None = None) -> bool:
+        """Claim one due conversation (or conversation ``only``) and run one turn; ``False`` when nothing was due."""
+        conversation = claim_conversation(self.db, worker_id=self.name, now=self.clock(), lease=self.lease, only=only)
         if conversation is None:
             return False
         try:

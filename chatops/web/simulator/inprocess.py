@@ -152,7 +152,8 @@ class Simulator:
             error = (response.get_json(silent=True) or {}).get("error", {})
             raise ChannelError(f"the webhook route answered {response.status_code}: {error.get('message', '')}")
         for _ in range(MAX_TURNS_PER_MESSAGE):
-            if conversation.inbound(message_id).get("status") != "pending" or not self.worker.work_once():
+            stored = conversation.inbound(message_id)
+            if stored.get("status") != "pending" or not self.worker.work_once(only=stored["conversation_id"]):
                 break
         return conversation.result(message, message_id, response.status_code, after_turn=after_turn, settle=True)
 
