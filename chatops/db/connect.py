@@ -14,6 +14,8 @@ caller sees one StorageError (the webhook write retries once by itself, see :mod
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -150,3 +152,12 @@ def storage_error(engine: Engine, exc: BaseException) -> StorageError:
         f"cannot use the database ({describe_database(engine)}): {detail}",
         hint="check CHATOPS_DATABASE_URL and that the server is running",
     )
+
+
+@contextmanager
+def storage_errors(engine: Engine) -> Iterator[None]:
+    """Turn driver errors inside the block into one-line StorageErrors (see :func:`storage_error`)."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None

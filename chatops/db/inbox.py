@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from chatops.channels.events import InboundMessage, OutboundMessage
-from chatops.db.connect import storage_error
+from chatops.db.connect import storage_errors
 from chatops.db.ingest import StoreResult as StoreResult  # re-exported: the webhook's write lives there
 from chatops.db.ingest import store_events as store_events
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
@@ -131,21 +131,18 @@ def claim_conversation(
     )
     if only is not None:
         query = query.where(c.id == only)
-    try:
-        with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                query = query.with_for_update(of=conversations, skip_locked=True)
-            conversation_id = connection.execute(query).scalar()
-            if conversation_id is None:
-                return None
-            row = connection.execute(
-                conversations.update()
-                .where(c.id == conversation_id)
-                .values(locked_by=worker_id, locked_until=now + lease)
-                .returning(*conversations.c)
-            ).one()
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
+    with storage_errors(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(of=conversations, skip_locked=True)
+        conversation_id = connection.execute(query).scalar()
+        if conversation_id is None:
+            return None
+        row = connection.execute(
+            conversations.update()
+            .where(c.id == conversation_id)
+            .values(locked_by=worker_id, locked_until=now + lease)
+            .returning(*conversations.c)
+        ).one()
     return _conversation(row)
 
 
@@ -174,11 +171,8 @@ def pending_messages(engine: sa.Engine, conversation: Conversation) -> list[Pend
     query = (
         sa.select(inbound_messages).where(m.conversation_id == conversation.id, m.status == "pending").order_by(m.id)
     )
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(query).all()
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
+    with storage_errors(engine), engine.connect() as connection:
+        rows = connection.execute(query).all()
     return [
         PendingMessage(
             id=row.id,
@@ -225,96 +219,87 @@ def complete_turn(
     Raises LeaseLost, writing nothing, when the lease was taken over by another worker.
     """
     c, m = conversations.c, inbound_messages.c
-    try:
-        with engine.begin() as connection:
-            values: dict[str, Any] = {"locked_until": now + lease, "updated_at": now}
-            if change is not None:
-                values |= {
-                    "stage": change.stage,
-                    "state": change.state,
-                    "mode": change.mode,
-                    "session_started_at": change.session_started_at,
-                }
-            if turn is not None:
-                values["turn_count"] = c.turn_count + 1
-            held = connection.execute(
-                conversations.update().where(c.id == conversation.id, c.locked_by == worker_id).values(**values)
+    with storage_errors(engine), engine.begin() as connection:
+        values: dict[str, Any] = {"locked_until": now + lease, "updated_at": now}
+        if change is not None:
+            values |= {
+                "stage": change.stage,
+                "state": change.state,
+                "mode": change.mode,
+                "session_started_at": change.session_started_at,
+            }
+        if turn is not None:
+            values["turn_count"] = c.turn_count + 1
+        held = connection.execute(
+            conversations.update().where(c.id == conversation.id, c.locked_by == worker_id).values(**values)
+        )
+        if held.rowcount != 1:
+            raise LeaseLost(f"conversation {conversation.id}: lease lost to another worker; turn discarded")
+        turn_id = None
+        if turn is not None:
+            turn_id = connection.execute(
+                turns.insert()
+                .values(
+                    conversation_id=conversation.id,
+                    inbound_ids=list(answered),
+                    **{name: getattr(turn, name) for name in TurnRecord.__dataclass_fields__},
+                )
+                .returning(turns.c.id)
+            ).scalar_one()
+        if replies:
+            connection.execute(
+                outbound_messages.insert(),
+                [
+                    {
+                        "conversation_id": conversation.id,
+                        "turn_id": turn_id,
+                        "body": reply.to_json(),
+                        "reply_to": mark_read if index == 0 else None,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for index, reply in enumerate(replies)
+                ],
             )
-            if held.rowcount != 1:
-                raise LeaseLost(f"conversation {conversation.id}: lease lost to another worker; turn discarded")
-            turn_id = None
-            if turn is not None:
-                turn_id = connection.execute(
-                    turns.insert()
-                    .values(
-                        conversation_id=conversation.id,
-                        inbound_ids=list(answered),
-                        **{name: getattr(turn, name) for name in TurnRecord.__dataclass_fields__},
-                    )
-                    .returning(turns.c.id)
-                ).scalar_one()
-            if replies:
-                connection.execute(
-                    outbound_messages.insert(),
-                    [
-                        {
-                            "conversation_id": conversation.id,
-                            "turn_id": turn_id,
-                            "body": reply.to_json(),
-                            "reply_to": mark_read if index == 0 else None,
-                            "status": "pending",
-                            "attempts": 0,
-                            "next_attempt_at": now,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for index, reply in enumerate(replies)
-                    ],
+        if answered:
+            connection.execute(
+                inbound_messages.update()
+                .where(m.id.in_(answered))
+                .values(
+                    status="failed" if failed_error else "done",
+                    error=failed_error,
+                    turn_id=turn_id,
+                    attempts=m.attempts + 1,
                 )
-            if answered:
-                connection.execute(
-                    inbound_messages.update()
-                    .where(m.id.in_(answered))
-                    .values(
-                        status="failed" if failed_error else "done",
-                        error=failed_error,
-                        turn_id=turn_id,
-                        attempts=m.attempts + 1,
-                    )
-                )
-            if skipped:
-                connection.execute(inbound_messages.update().where(m.id.in_(skipped)).values(status="skipped"))
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
+            )
+        if skipped:
+            connection.execute(inbound_messages.update().where(m.id.in_(skipped)).values(status="skipped"))
     return turn_id
 
 
 def defer_messages(engine: sa.Engine, message_ids: Sequence[int], *, error: str, available_at: datetime) -> None:
     """A turn failed: count the attempt, keep the messages pending until ``available_at`` (backoff)."""
     m = inbound_messages.c
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                inbound_messages.update()
-                .where(m.id.in_(message_ids))
-                .values(attempts=m.attempts + 1, error=error, available_at=available_at)
-            )
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
+    with storage_errors(engine), engine.begin() as connection:
+        connection.execute(
+            inbound_messages.update()
+            .where(m.id.in_(message_ids))
+            .values(attempts=m.attempts + 1, error=error, available_at=available_at)
+        )
 
 
 def release_conversation(engine: sa.Engine, conversation: Conversation, *, worker_id: str) -> None:
     """Give the lease back (only if still ours), so another worker may take the conversation at once."""
     c = conversations.c
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                conversations.update()
-                .where(c.id == conversation.id, c.locked_by == worker_id)
-                .values(locked_by=None, locked_until=None)
-            )
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
+    with storage_errors(engine), engine.begin() as connection:
+        connection.execute(
+            conversations.update()
+            .where(c.id == conversation.id, c.locked_by == worker_id)
+            .values(locked_by=None, locked_until=None)
+        )
 
 
 def recent_turns(engine: sa.Engine, conversation_id: int, *, limit: int) -> list[PastTurn]:
@@ -326,11 +311,8 @@ def recent_turns(engine: sa.Engine, conversation_id: int, *, limit: int) -> list
         .order_by(t.id.desc())
         .limit(limit)
     )
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(query).all()
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
+    with storage_errors(engine), engine.connect() as connection:
+        rows = connection.execute(query).all()
     return [
         PastTurn(row.user_text, tuple(r.get("text", "") for r in row.replies or ()), row.finished_at)
         for row in reversed(rows)
