@@ -151,15 +151,18 @@ def test_status_updates_are_applied_in_the_same_write(db: sa.Engine) -> None:
 
 
 def test_the_write_leaves_pooled_connections_transactional(database_url: str) -> None:
-    """PostgreSQL writes in autocommit; the connection must go back to the pool as it came (workers need
-    real transactions for their claims)."""
+    """PostgreSQL writes in autocommit; the connection must go back to the pool as it came: a worker's claim
+    on it must still be one transaction that can roll back."""
     from chatops.db.connect import create_db_engine
 
     engine = create_db_engine(database_url, pool_size=1)
     try:
         store_events(engine, [text("wamid.A")], now=NOW)
         with engine.connect() as connection:
-            assert connection.get_isolation_level() != "AUTOCOMMIT"
+            transaction = connection.begin()
+            connection.execute(inbound_messages.delete())
+            transaction.rollback()
+        assert [r.provider_message_id for r in stored(engine)] == ["wamid.A"]
     finally:
         engine.dispose()
 
@@ -167,6 +170,9 @@ def test_the_write_leaves_pooled_connections_transactional(database_url: str) ->
 def test_a_refused_write_stores_nothing_of_it(db: sa.Engine, backend: str) -> None:
     if backend != "postgresql":
         pytest.skip("SQLite does not enforce VARCHAR lengths")
-    with pytest.raises(StorageError, match="cannot use the database"):
+    with pytest.raises(sa.exc.DataError, match="value too long"):
         write_deliveries(db, [delivery([text("wamid.OK")], now=NOW), delivery([text("x" * 300)], now=NOW)])
+    assert stored(db) == []
+    with pytest.raises(StorageError, match="cannot use the database"):
+        store_events(db, [text("wamid.OK"), text("x" * 300)], now=NOW)
     assert stored(db) == []

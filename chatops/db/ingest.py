@@ -18,7 +18,8 @@ committed or none is, and each gets its own :class:`StoreResult`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,15 +62,18 @@ def store_events(engine: sa.Engine, events: Iterable[Event], *, now: datetime, d
 
     Raises StorageError when the database is unavailable (the webhook answers 503 and Meta retries).
     """
-    return write_deliveries(engine, [delivery(events, now=now, debounce=debounce)])[0]
+    try:
+        return write_deliveries(engine, [delivery(events, now=now, debounce=debounce)])[0]
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
 
 
 def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[StoreResult]:
     """Store every delivery's events in ONE transaction; one result per delivery, in order.
 
     A message id seen twice (in one delivery or two) is stored once and counted as inserted where it comes
-    first. A connection found dead is replaced and the write tried once more. Raises StorageError (nothing of
-    any delivery committed) when the database refuses or is unavailable.
+    first. A connection found dead is replaced and the write tried once more. Database errors propagate as
+    SQLAlchemy's DBAPIError (nothing of any delivery committed); callers turn them into StorageError.
     """
     for attempt in (1, 2):
         try:
@@ -84,7 +88,7 @@ def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[
             # connection died: the write is idempotent (messages deduplicate, the upsert converges); such a
             # message is then counted as a duplicate.
             if not (exc.connection_invalidated and attempt == 1):
-                raise storage_error(engine, exc) from None
+                raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -159,13 +163,30 @@ def _write_postgresql(connection: sa.Connection, deliveries: Sequence[Delivery])
     messages, updates = _split(deliveries)
     if not updates:
         # Messages only: the one statement is the whole transaction, so autocommit saves BEGIN and COMMIT.
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-        new = _insert_postgresql(connection, deliveries, messages)
+        with _driver_autocommit(connection):
+            new = _insert_postgresql(connection, deliveries, messages)
         return _results(deliveries, messages, new, [])
     with connection.begin():
         new = _insert_postgresql(connection, deliveries, messages)
         applied = [index for index, update in updates if apply_status(connection, update, now=deliveries[index].now)]
     return _results(deliveries, messages, new, applied)
+
+
+@contextmanager
+def _driver_autocommit(connection: sa.Connection) -> Iterator[None]:
+    """psycopg2's own autocommit switch for the block, put back before the connection returns to the pool.
+
+    Not ``execution_options(isolation_level="AUTOCOMMIT")``: SQLAlchemy resets that on checkin with a
+    ``SET default_transaction_isolation`` round trip, which doubled the round trips of a write. psycopg2 flips
+    ``autocommit`` locally, and SQLAlchemy's rollback at checkin sends nothing when no transaction is open.
+    """
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    dbapi_connection.autocommit = True
+    try:
+        yield
+    finally:
+        if not dbapi_connection.closed:
+            dbapi_connection.autocommit = False
 
 
 def _insert_postgresql(
