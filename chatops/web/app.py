@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
-from chatops.web import errors
+from chatops.web import errors, webhooks
 from chatops.web.health import health
 from chatops.web.metrics import Metrics, metrics
 from chatops.web.state import EXTENSION, WebState, utc_now
-from chatops.web.webhooks import webhooks
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -37,7 +37,7 @@ def create_app(
     app = Flask("chatops")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = WebState(
+    state = WebState(
         settings=settings,
         bot=bot,
         db=db or create_db_engine(settings.database_url),
@@ -45,8 +45,16 @@ def create_app(
         clock=clock,
         insecure_skip_signature=insecure_skip_signature,
     )
+    app.extensions[EXTENSION] = state
     errors.init_app(app)
     app.register_blueprint(health)
     app.register_blueprint(metrics)
-    app.register_blueprint(webhooks)
+    webhooks.init_app(app, state, store=_webhook_store(state))
     return app
+
+
+def _webhook_store(state: WebState) -> webhooks.Store:
+    """How webhooks are written: one transaction per request (chatops.db.ingest)."""
+    from chatops.db.ingest import store_events
+
+    return functools.partial(store_events, state.db)

@@ -27,6 +27,7 @@ class Metrics:
             ["channel", "outcome"],
             registry=self.registry,
         )
+        self._webhook_children: dict[tuple[str, str], Counter] = {}
         self.turns = Counter(
             "chatops_turns", "Conversation turns, by outcome (ok, error, retried).", ["outcome"], registry=self.registry
         )
@@ -51,7 +52,14 @@ class Metrics:
             ("status", result.statuses),
         ):
             if count:
-                self.webhook_events.labels(channel, outcome).inc(count)
+                self._webhook_events(channel, outcome).inc(count)
+
+    def _webhook_events(self, channel: str, outcome: str) -> Counter:
+        # labels() takes a lock and builds the key on every call; each webhook needs one or two of a few children.
+        child = self._webhook_children.get((channel, outcome))
+        if child is None:
+            child = self._webhook_children[(channel, outcome)] = self.webhook_events.labels(channel, outcome)
+        return child
 
 
 @metrics.get("/metrics")

@@ -8,28 +8,63 @@ adapts Flask requests to them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from chatops.channels import parse_webhook, verify_signature, verify_subscription
 from chatops.channels.events import CHANNELS, Channel, ChannelNotice, Event, InboundMessage
 from chatops.config.settings import ChannelCredentials, channel_credentials
-from chatops.db.inbox import store_events
+from chatops.db.ingest import StoreResult
 from chatops.errors import WebhookError
-from chatops.web.state import web_state
+from chatops.web.state import WebState
 
 log = logging.getLogger(__name__)
 webhooks = Blueprint("webhooks", __name__)
+EXTENSION = "chatops.webhooks"
 
 
-def _enabled(name: str) -> tuple[Channel, ChannelCredentials]:
-    if name not in CHANNELS:
+class Store(Protocol):
+    """The durable write of one webhook's events: returns after they are committed, or raises StorageError."""
+
+    def __call__(self, events: Iterable[Event], *, now: datetime, debounce: float = 0.0) -> StoreResult: ...
+
+
+@dataclass(frozen=True)
+class WebhookRoutes:
+    """What the routes need, resolved once by :func:`init_app` instead of on every request."""
+
+    state: WebState
+    channels: dict[str, tuple[Channel, ChannelCredentials]]  # by URL name
+    store: Store
+
+
+def init_app(app: Flask, state: WebState, *, store: Store) -> None:
+    """Register the webhook routes on ``app``, storing webhooks' events with ``store``."""
+    channels: dict[str, tuple[Channel, ChannelCredentials]] = {
+        channel: (channel, channel_credentials(state.settings, channel)) for channel in CHANNELS
+    }
+    app.extensions[EXTENSION] = WebhookRoutes(state, channels, store)
+    app.register_blueprint(webhooks)
+
+
+def _routes() -> WebhookRoutes:
+    routes = current_app.extensions[EXTENSION]
+    assert isinstance(routes, WebhookRoutes)
+    return routes
+
+
+def _enabled(routes: WebhookRoutes, name: str) -> tuple[Channel, ChannelCredentials]:
+    known = routes.channels.get(name)
+    if known is None:
         raise WebhookError(f"unknown channel {name!r}; expected one of {', '.join(CHANNELS)}", status=404)
-    channel: Channel = name  # checked against CHANNELS just above
-    credentials = channel_credentials(web_state(current_app).settings, channel)
+    channel, credentials = known
     if not credentials.enabled:
         raise WebhookError(
-            f"the {channel} channel is not configured",
+            f"the {name} channel is not configured",
             status=404,
             hint=f"set {', '.join(credentials.variables)}",
         )
@@ -39,23 +74,30 @@ def _enabled(name: str) -> tuple[Channel, ChannelCredentials]:
 @webhooks.get("/webhooks/<name>")
 def subscribe(name: str) -> Response:
     """Answer Meta's verification request with ``hub.challenge`` as plain text, or 403."""
-    _, credentials = _enabled(name)
+    _, credentials = _enabled(_routes(), name)
     challenge = verify_subscription(request.args, credentials.verify_token or "")
     return Response(challenge, status=200, mimetype="text/plain")
 
 
 @webhooks.post("/webhooks/<name>")
-def receive(name: str) -> tuple[Response, int]:
+def receive(name: str) -> Response:
     """Verify the signature over the raw bytes, parse every entry, store everything in one transaction, 200."""
-    channel, credentials = _enabled(name)
-    state = web_state(current_app)
+    routes = _routes()
+    channel, credentials = _enabled(routes, name)
+    state = routes.state
     body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     if not state.insecure_skip_signature:
         verify_signature(body, request.headers.get("X-Hub-Signature-256"), credentials.app_secret or "")
     events = _accepted(parse_webhook(channel, body), state.settings.whatsapp_phone_number_ids)
-    result = store_events(state.db, events, now=state.clock(), debounce=state.settings.debounce_seconds)
+    result = routes.store(events, now=state.clock(), debounce=state.settings.debounce_seconds)
     state.metrics.webhook_stored(channel, result)
-    return jsonify({"stored": result.inserted, "duplicates": result.duplicates, "statuses": result.statuses}), 200
+    return _acknowledgement(result)
+
+
+def _acknowledgement(result: StoreResult) -> Response:
+    # Formatted directly: jsonify (Flask's JSON provider) was ~7% of the request's GIL time under load.
+    body = b'{"stored":%d,"duplicates":%d,"statuses":%d}' % (result.inserted, result.duplicates, result.statuses)
+    return Response(body, status=200, mimetype="application/json")
 
 
 def _accepted(events: list[Event], allowed_accounts: list[str]) -> list[Event]:
