@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -30,13 +31,13 @@ def text(message_id: str, *, user: str = "15550001111", name: str | None = "Ada"
     )
 
 
-def stored(db: sa.Engine) -> list[sa.Row[tuple[str, str | None, int]]]:
+def stored(db: sa.Engine) -> list[sa.Row[Any]]:
     m = inbound_messages.c
     with db.connect() as connection:
         return list(connection.execute(sa.select(m.provider_message_id, m.text, m.conversation_id).order_by(m.id)))
 
 
-def conversation(db: sa.Engine, user: str) -> sa.Row[tuple[int, str | None, datetime | None]]:
+def conversation(db: sa.Engine, user: str) -> Any:
     c = conversations.c
     with db.connect() as connection:
         return connection.execute(sa.select(c.id, c.user_name, c.last_inbound_at).where(c.user_id == user)).one()

@@ -28,6 +28,12 @@ class Metrics:
             registry=self.registry,
         )
         self._webhook_children: dict[tuple[str, str], Counter] = {}
+        self.webhook_batches = Histogram(
+            "chatops_webhook_batch_deliveries",
+            "Webhooks written together in one transaction (group commit).",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.turns = Counter(
             "chatops_turns", "Conversation turns, by outcome (ok, error, retried).", ["outcome"], registry=self.registry
         )
@@ -60,6 +66,10 @@ class Metrics:
         if child is None:
             child = self._webhook_children[(channel, outcome)] = self.webhook_events.labels(channel, outcome)
         return child
+
+    def webhook_batch(self, deliveries: int) -> None:
+        """Count one group-commit write of ``deliveries`` webhooks."""
+        self.webhook_batches.observe(deliveries)
 
 
 @metrics.get("/metrics")

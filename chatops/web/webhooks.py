@@ -2,7 +2,7 @@
 
 A POST is acknowledged (200) only after its events are committed; when the database is unavailable the answer
 is 503 and Meta retries for up to 7 days. Verification, parsing and storage are library calls; this module only
-adapts Flask requests to them.
+adapts Flask requests to them. On SQLite concurrent webhooks are committed together (:mod:`chatops.db.group_commit`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,192 @@
+"""Group commit (chatops.db.group_commit) on both databases: batches form while a write is in flight, every
+request gets its own result only after the commit, a refused delivery fails alone, an unreachable database
+fails the whole batch, and a failing write never leaves a request waiting.
+
+The leader is held inside its write by the ``on_batch`` callback (called just before each write), so the
+requests that arrive meanwhile queue up deterministically.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from chatops.channels.events import InboundMessage
+from chatops.config.settings import load_settings
+from chatops.db.connect import create_db_engine
+from chatops.db.group_commit import GroupCommit
+from chatops.db.ingest import StoreResult
+from chatops.db.tables import inbound_messages
+from chatops.errors import StorageError
+from chatops.web.app import create_app
+from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, Webhook, whatsapp_text
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def message(message_id: str, *, user: str = "15550001111", kind: str = "text") -> InboundMessage:
+    return InboundMessage(
+        channel="whatsapp",
+        account_id="106540352242922",
+        user_id=user,
+        provider_message_id=message_id,
+        kind=cast(Any, kind),
+        timestamp=NOW,
+        text=f"text of {message_id}",
+    )
+
+
+def stored_ids(db: sa.Engine) -> list[str]:
+    m = inbound_messages.c
+    with db.connect() as connection:
+        return list(connection.execute(sa.select(m.provider_message_id).order_by(m.id)).scalars())
+
+
+class Gate:
+    """An ``on_batch`` callback that records batch sizes and holds the first write until released."""
+
+    def __init__(self, *, fail_first: bool = False) -> None:
+        self.sizes: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail_first = fail_first
+
+    def __call__(self, deliveries: int) -> None:
+        self.sizes.append(deliveries)
+        if len(self.sizes) == 1:
+            self.entered.set()
+            assert self.release.wait(10), "the test never released the first write"
+            if self.fail_first:
+                raise RuntimeError("a bug in the first write")
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(16) as executor:
+        yield executor
+
+
+def held_then_queued(
+    commit: GroupCommit,
+    gate: Gate,
+    pool: ThreadPoolExecutor,
+    first: list[InboundMessage],
+    queued: list[list[InboundMessage]],
+) -> tuple[Future[StoreResult], list[Future[StoreResult]]]:
+    """Start a write of ``first`` and hold it; queue one request per item of ``queued``; release the write."""
+
+    def store(events: list[InboundMessage]) -> Callable[[], StoreResult]:
+        return lambda: commit.store(events, now=NOW)
+
+    leader = pool.submit(store(first))
+    assert gate.entered.wait(10)
+    followers = [pool.submit(store(events)) for events in queued]
+    for _ in range(1000):  # every follower is queued behind the held write (bounded wait, no sleep-and-hope)
+        if commit.waiting == len(queued):
+            break
+        threading.Event().wait(0.005)
+    assert commit.waiting == len(queued)
+    assert not any(f.done() for f in followers)  # nothing is answered before its commit
+    gate.release.set()
+    return leader, followers
+
+
+def test_requests_arriving_during_a_write_are_committed_together(db: sa.Engine, pool: ThreadPoolExecutor) -> None:
+    gate = Gate()
+    commit = GroupCommit(db, on_batch=gate)
+    queued = [[message(f"wamid.{i}", user=f"1555000{i % 3}")] for i in range(6)]
+    queued.append([message("wamid.2", user="15550002"), message("wamid.LAST", user="15550009")])
+    leader, followers = held_then_queued(commit, gate, pool, [message("wamid.FIRST")], queued)
+
+    assert leader.result(10) == StoreResult(inserted=1)
+    results = [f.result(10) for f in followers]
+    assert results == [StoreResult(inserted=1)] * 6 + [StoreResult(inserted=1, duplicates=1)]
+    assert gate.sizes == [1, 7]  # the held write, then everything that queued behind it as ONE write
+    assert stored_ids(db) == ["wamid.FIRST", *(f"wamid.{i}" for i in range(6)), "wamid.LAST"]
+    assert commit.waiting == 0
+
+
+def test_a_delivery_the_database_refuses_fails_alone(db: sa.Engine, pool: ThreadPoolExecutor) -> None:
+    gate = Gate()
+    commit = GroupCommit(db, on_batch=gate)
+    refused = [message("wamid.BAD", kind=None)]  # type: ignore[arg-type]  # NOT NULL violation, on both databases
+    queued = [[message("wamid.A")], refused, [message("wamid.B")]]
+    leader, followers = held_then_queued(commit, gate, pool, [message("wamid.FIRST")], queued)
+
+    assert leader.result(10) == StoreResult(inserted=1)
+    assert followers[0].result(10) == StoreResult(inserted=1)
+    with pytest.raises(StorageError, match="cannot use the database"):
+        followers[1].result(10)
+    assert followers[2].result(10) == StoreResult(inserted=1)
+    assert stored_ids(db) == ["wamid.FIRST", "wamid.A", "wamid.B"]
+    # The next write works as usual.
+    assert commit.store([message("wamid.AFTER")], now=NOW) == StoreResult(inserted=1)
+
+
+def test_an_unreachable_database_fails_every_request_of_the_batch(pool: ThreadPoolExecutor) -> None:
+    engine = create_db_engine("postgresql://nobody@127.0.0.1:1/none")  # nothing listens on port 1
+    try:
+        gate = Gate()
+        commit = GroupCommit(engine, on_batch=gate)
+        queued = [[message(f"wamid.{i}")] for i in range(5)]
+        leader, followers = held_then_queued(commit, gate, pool, [message("wamid.FIRST")], queued)
+        for future in [leader, *followers]:
+            with pytest.raises(StorageError, match="cannot use the database"):
+                future.result(10)
+        assert gate.sizes == [1, 5]
+        assert commit.waiting == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_failing_write_wakes_its_requests_and_hands_over(db: sa.Engine, pool: ThreadPoolExecutor) -> None:
+    gate = Gate(fail_first=True)
+    commit = GroupCommit(db, on_batch=gate)
+    queued = [[message("wamid.A")], [message("wamid.B")]]
+    leader, followers = held_then_queued(commit, gate, pool, [message("wamid.FIRST")], queued)
+
+    with pytest.raises(RuntimeError, match="a bug in the first write"):
+        leader.result(10)
+    assert [f.result(10) for f in followers] == [StoreResult(inserted=1)] * 2
+    assert stored_ids(db) == ["wamid.A", "wamid.B"]
+
+
+def test_an_empty_delivery_needs_no_database() -> None:
+    engine = create_db_engine("postgresql://nobody@127.0.0.1:1/none")
+    try:
+        assert GroupCommit(engine).store([], now=NOW) == StoreResult()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_webhooks_go_through_group_commit(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    from chatops.db.migrate import migrate
+
+    url = f"sqlite:///{tmp_path / 'gc.db'}"
+    db = create_db_engine(url, pool_size=16)
+    migrate(db)
+    settings = load_settings(
+        database_url=url,
+        whatsapp_app_secret=APP_SECRET,
+        whatsapp_verify_token=VERIFY_TOKEN,
+        whatsapp_access_token=ACCESS_TOKEN,
+    )
+    app: Flask = create_app(settings, None, db=db, clock=lambda: NOW)
+    try:
+        bodies = [whatsapp_text(f"hello {i}", message_id=f"wamid.WEB{i}", wa_id=f"1555000{i % 4}") for i in range(40)]
+        responses = list(pool.map(lambda body: Webhook(app.test_client()).post(body), bodies))
+        assert [r.status_code for r in responses] == [200] * 40
+        assert all(r.json == {"stored": 1, "duplicates": 0, "statuses": 0} for r in responses)
+        assert sorted(stored_ids(db)) == sorted(f"wamid.WEB{i}" for i in range(40))
+        exported = app.test_client().get("/metrics").text
+        assert "chatops_webhook_batch_deliveries_count" in exported
+    finally:
+        db.dispose()
