@@ -32,6 +32,9 @@ def run_server(
     on_shutdown: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``app`` on ``host:port`` with ``threads`` request threads until a signal arrives."""
+    # waitress warns "Task queue depth is N" for every request queued behind busy threads: under a burst that is
+    # one line per request, which floods the log without saying anything /metrics and latency do not.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(app, host=host, port=port, threads=threads, ident="chatops")
     bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
     stopping = threading.Event()
