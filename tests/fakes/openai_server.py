@@ -207,6 +207,9 @@ class _Server(ThreadingHTTPServer):
 def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+        # Headers and body leave in two writes; with Nagle on, the body waits for the client's delayed ACK
+        # (~40 ms) on a kept-alive connection, which would count as AI latency in the benchmark.
+        disable_nagle_algorithm = True
         server_version = "FakeOpenAI/1.0"
 
         def log_message(self, format: str, *args: Any) -> None:
