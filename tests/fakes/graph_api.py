@@ -23,12 +23,12 @@ import itertools
 import json
 import re
 import sys
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.loopback import LoopbackFake
 
 _VERSION_PREFIX = re.compile(r"^/v\d+(\.\d+)?(?=/)")
 
@@ -79,65 +79,30 @@ class Reply:
         return cls(drop=True)
 
 
-class FakeGraphAPI:
+class FakeGraphAPI(LoopbackFake[RecordedRequest, Reply]):
     """The fake server on 127.0.0.1 (port 0 = any free port), served from a daemon thread."""
 
+    thread_name = "fake-graph-api"
+
     def __init__(self, *, port: int = 0, latency: float = 0.0, token: str | None = None) -> None:
+        super().__init__()
         self.latency = latency
         self.token = token  # when set, any other token is refused with code 190, like an expired one
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._script: deque[Reply] = deque()
         self._ids = itertools.count(1)
-        self._stopping = threading.Event()
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.fake = self
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def graph_api_url(self) -> str:
         """What to set as ``CHATOPS_GRAPH_API_URL``."""
         return f"{self.url}/v25.0"
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *replies: Reply) -> None:
-        """Answer the next requests with ``replies``, in order; after them, success again."""
-        with self._lock:
-            self._script.extend(replies)
-
-    def start(self) -> FakeGraphAPI:
-        # A short poll interval: stop() waits for the loop to notice, and tests stop a server each.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-graph-api", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes handlers sleeping in a scripted delay
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeGraphAPI:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def _record(self, request: RecordedRequest) -> Reply:
-        with self._lock:
-            self._requests.append(request)
-            return self._script.popleft() if self._script else Reply()
+        return self._record_and_next(request) or Reply()
 
     def _next_id(self) -> int:
         with self._lock:
@@ -178,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         reply = fake._record(RecordedRequest("POST", path, query, headers, body))
         if fake.latency or reply.delay:
-            fake._stopping.wait(fake.latency + reply.delay)
+            fake._sleep(fake.latency + reply.delay)
         if reply.drop:
             self.close_connection = True  # no status line at all: the client sees the connection close
             return

@@ -23,14 +23,13 @@ import argparse
 import itertools
 import json
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from tests.fakes.loopback import LoopbackFake
 
 COMPLETION_PATHS = ("/v1/chat/completions", "/chat/completions")
 
@@ -90,12 +89,14 @@ class RecordedRequest:
         return list(self.body.get("messages", []))
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackFake[RecordedRequest, Scripted]):
     """The fake server: start/stop (or a ``with`` block), ``base_url``, ``script(...)``, ``requests``.
 
     ``latency_ms`` is added to every answer (the benchmark uses 300). Threads per connection, daemonic, and a
     deep listen queue, so hundreds of concurrent clients are served.
     """
+
+    thread_name = "fake-openai"
 
     def __init__(
         self,
@@ -105,68 +106,21 @@ class FakeOpenAI:
         latency_ms: float = 0.0,
         responder: Callable[[dict[str, Any]], Scripted] | None = None,
     ) -> None:
+        super().__init__()
         self.latency = latency_ms / 1000.0
         self.responder = responder or default_response
-        self._lock = threading.Lock()
-        self._script: deque[Scripted] = deque()
-        self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
-        self._stopping = threading.Event()
         self._server = _Server((host, port), _handler_for(self))
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
 
     @property
     def base_url(self) -> str:
         """What to give the SDK as ``base_url`` (ends in ``/v1``, like the real one)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *responses: Scripted) -> None:
-        """Queue responses: each request takes the next one; the default responder answers after."""
-        with self._lock:
-            self._script.extend(responses)
-
-    def start(self) -> FakeOpenAI:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-openai", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes handlers sleeping on a delay
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # Called from handler threads.
     def _record(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> Scripted:
-        with self._lock:
-            self._requests.append(RecordedRequest(path, headers, body, time.monotonic()))
-            if self._script:
-                return self._script.popleft()
-        return self.responder(body)
-
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
+        scripted = self._record_and_next(RecordedRequest(path, headers, body, time.monotonic()))
+        return scripted if scripted is not None else self.responder(body)
 
     def _completion(self, body: dict[str, Any], content: str, finish_reason: str, model: str | None) -> bytes:
         prompt_tokens = sum(_count_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
