@@ -22,6 +22,7 @@ from chatops.channels.events import OutboundMessage
 from chatops.config.settings import Settings
 from chatops.db.inbox import (
     Conversation,
+    ConversationChange,
     LeaseLost,
     PendingMessage,
     TurnRecord,
@@ -143,7 +144,7 @@ class Worker:
         skipped: list[PendingMessage],
         turn: TurnRecord | None,
         replies: tuple[OutboundMessage, ...] = (),
-        change: object = None,
+        change: ConversationChange | None = None,
         mark_read: str | None = None,
         failed_error: str | None = None,
     ) -> None:
@@ -157,7 +158,7 @@ class Worker:
             skipped=[p.id for p in skipped],
             turn=turn,
             replies=replies,
-            change=change,  # type: ignore[arg-type]
+            change=change,
             mark_read=mark_read,
             failed_error=failed_error,
         )
