@@ -11,10 +11,7 @@ import sqlalchemy as sa
 
 from tests.databases import BACKENDS, MigratedTemplates, empty_database
 
-ROOT = Path(__file__).resolve().parent.parent
-META_FIXTURES = ROOT.parent / "shared" / "fixtures" / "meta"
-if not META_FIXTURES.is_dir():  # a checkout with the fixtures copied in
-    META_FIXTURES = Path(__file__).parent / "data" / "meta"
+META_FIXTURES = Path(__file__).parent / "fixtures" / "meta"
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +31,7 @@ def meta_fixture() -> MetaFixtures:
 
 
 class MetaFixtures:
-    """Reads ../shared/fixtures/meta/*.json as the exact bytes Meta would sign."""
+    """Reads tests/fixtures/meta/*.json as the exact bytes Meta would sign."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

@@ -178,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _success_body(body: dict[str, Any], n: int) -> dict[str, Any]:
-    """What Meta answers (see ../shared/fixtures/meta/*_send_api_response.json), with a fresh id."""
+    """What Meta answers (see tests/fixtures/meta/*_send_api_response.json), with a fresh id."""
     if body.get("messaging_product") == "whatsapp":
         if body.get("status") == "read":
             return {"success": True}

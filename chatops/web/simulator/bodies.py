@@ -1,6 +1,6 @@
 """What a simulated user sends, and the webhook body Meta would deliver for it (pure: no I/O).
 
-The bodies are shaped like the real deliveries in ``../shared/fixtures/meta`` (``wa_text.json``,
+The bodies are shaped like the real deliveries in ``tests/fixtures/meta`` (``wa_text.json``,
 ``wa_interactive_button_reply.json``, ``wa_location.json``, ``ms_text.json``, ``ms_quick_reply.json``,
 ``ms_postback.json``, ``ms_attachment_location.json``) and go through the same parsers as Meta's.
 """
