@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from tests.databases import BACKENDS, MigratedTemplates, empty_database
 
-META_FIXTURES = Path(__file__).parent / "fixtures" / "meta"
+ROOT = Path(__file__).resolve().parent.parent
+META_FIXTURES = ROOT / "tests" / "fixtures" / "meta"
 
 
 @pytest.fixture(autouse=True)
