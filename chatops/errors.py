@@ -12,8 +12,9 @@
     │   └── GraphAPIError             the Graph API answered with an error (code, subcode, transient)
     ├── AIError                       the AI backend failed after its retries
     ├── ProviderError                 a variable provider failed or timed out
-    └── StorageError                  the database is unreachable or the schema is wrong
-        └── SchemaOutOfDateError      the schema is behind the code's migrations
+    ├── StorageError                  the database is unreachable or the schema is wrong (transient: retry later)
+    │   └── SchemaOutOfDateError      the schema is behind the code's migrations
+    └── UnstorableError               the database refused a value (permanent: retrying cannot help)
 
 This module imports nothing of ours, so every layer may use it.
 """
@@ -104,3 +105,11 @@ class StorageError(ChatopsError):
 
 class SchemaOutOfDateError(StorageError):
     """The database schema is behind the migrations shipped with this version."""
+
+
+class UnstorableError(ChatopsError):
+    """The database refused a value: out of range, a character it cannot hold, a broken constraint.
+
+    Unlike :class:`StorageError` this is permanent: the same write fails the same way however often it is tried,
+    so a webhook answers 400 and a turn or send uses up its attempts instead of waiting for an outage to end.
+    """

@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from chatops.config.settings import mask_url
-from chatops.errors import ConfigError, StorageError
+from chatops.errors import ConfigError, StorageError, UnstorableError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_SECONDS = 10.0
@@ -141,23 +141,48 @@ def check_connection(engine: Engine) -> None:
         raise storage_error(engine, exc) from None
 
 
-def storage_error(engine: Engine, exc: BaseException) -> StorageError:
-    """A one-line StorageError for a driver error, with the first line of the driver's reason."""
+# Errors about the data, not the connection: the same statement fails the same way on every attempt.
+# ValueError covers what the drivers raise before anything reaches the server (psycopg2 refuses NUL in a string;
+# both drivers refuse lone surrogates with UnicodeEncodeError); OverflowError is sqlite3's int beyond 64 bits.
+PERMANENT_DBAPI_ERRORS = (sa.exc.DataError, sa.exc.IntegrityError)
+PERMANENT_DRIVER_ERRORS = (ValueError, OverflowError)
+
+
+def storage_error(engine: Engine, exc: BaseException) -> StorageError | UnstorableError:
+    """A one-line error for a driver error, with the first line of the driver's reason (password masked).
+
+    :class:`UnstorableError` when the database refused the data (:func:`is_permanent`), else :class:`StorageError`.
+    """
     reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
     detail = reason[0] if reason else type(exc).__name__
     password = engine.url.password
     if password:
         detail = detail.replace(str(password), "***")
+    if is_permanent(exc):
+        return UnstorableError(f"the database refused a value: {detail}")
     return StorageError(
         f"cannot use the database ({describe_database(engine)}): {detail}",
         hint="check CHATOPS_DATABASE_URL and that the server is running",
     )
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """True when ``exc`` is about the data (retrying cannot help), False for the connection or the server."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return isinstance(exc, PERMANENT_DBAPI_ERRORS) and not exc.connection_invalidated
+    if isinstance(exc, sa.exc.StatementError):  # a bind parameter failed to convert, wrapped by SQLAlchemy
+        return exc.orig is None or isinstance(exc.orig, PERMANENT_DRIVER_ERRORS)
+    return isinstance(exc, PERMANENT_DRIVER_ERRORS)
+
+
 @contextmanager
 def storage_errors(engine: Engine) -> Iterator[None]:
-    """Turn driver errors inside the block into one-line StorageErrors (see :func:`storage_error`)."""
+    """Turn driver errors inside the block into one-line errors (see :func:`storage_error`): StorageError for
+    the connection or server, UnstorableError for a value the database refused."""
     try:
         yield
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
+    except (sa.exc.StatementError, *PERMANENT_DRIVER_ERRORS) as exc:
+        error = storage_error(engine, exc)
+        # The driver's error stays attached to a refused value (a log with exc_info shows where it came from);
+        # a connection error is one line on its own.
+        raise error from (exc if isinstance(error, UnstorableError) else None)

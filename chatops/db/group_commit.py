@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from chatops.channels.events import Event
 from chatops.db.connect import storage_error
 from chatops.db.ingest import Delivery, StoreResult, delivery, write_deliveries
-from chatops.errors import StorageError
+from chatops.errors import ChatopsError
 
 MAX_BATCH = 64  # deliveries per write; more wait for the next one (a request thread holds at most one)
 
@@ -134,7 +134,7 @@ class GroupCommit:
 
     def _write_one_by_one(self, batch: Sequence[_Waiting]) -> None:
         """After a statement failed: each delivery alone, so only the one the database refuses fails."""
-        unreachable: StorageError | None = None
+        unreachable: ChatopsError | None = None
         for waiting in batch:
             if unreachable is not None:
                 waiting.error = unreachable
