@@ -27,7 +27,8 @@ def server_url() -> str:
     return os.environ.get("CHATOPS_BENCH_DATABASE_URL", DEFAULT_SERVER_URL)
 
 
-def _admin_engine(url: str) -> sa.Engine:
+def admin_engine(url: str) -> sa.Engine:
+    """An engine on ``url`` for short administrative statements: autocommit, no pool."""
     return sa.create_engine(
         parse_database_url(url),
         poolclass=sa.NullPool,
@@ -42,7 +43,7 @@ def postgres_database(server: str) -> Iterator[str]:
 
     Raises Skip when the server is unreachable: the PostgreSQL figures cannot be measured, the others can.
     """
-    admin = _admin_engine(server)
+    admin = admin_engine(server)
     name = f"chatops_bench_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as connection:
@@ -97,13 +98,13 @@ class RowCounter:
         with self._engine.connect() as connection:
             return [tuple(row) for row in connection.execute(sa.text(sql))]
 
-    def settle(self, table: str, *, timeout: float = 10.0, interval: float = 0.2) -> int:
+    def settle(self, table: str, *, where: str = "", timeout: float = 10.0, interval: float = 0.2) -> int:
         """The row count once it stops changing (in-flight requests have landed), waiting at most ``timeout``."""
         deadline = time.monotonic() + timeout
-        last = self.count(table)
+        last = self.count(table, where)
         while time.monotonic() < deadline:
             time.sleep(interval)
-            now = self.count(table)
+            now = self.count(table, where)
             if now == last:
                 return now
             last = now
@@ -111,3 +112,65 @@ class RowCounter:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def seed_sent_messages(url: str, provider_ids: Sequence[str], user_ids: Sequence[str], *, account_id: str) -> None:
+    """Outbound WhatsApp messages in status ``sent`` with ``provider_ids`` (message ``n`` to
+    ``user_ids[n % len(user_ids)]``), and their conversations where missing: what status webhooks report on.
+    """
+    from datetime import UTC, datetime
+
+    from chatops.db.tables import conversations, outbound_messages
+
+    now = datetime.now(UTC)
+    engine = sa.create_engine(parse_database_url(url), poolclass=sa.NullPool)
+    try:
+        with engine.begin() as connection:
+            c = conversations.c
+            known = dict(
+                connection.execute(
+                    sa.select(c.user_id, c.id).where(c.channel == "whatsapp", c.account_id == account_id)
+                ).all()
+            )
+            missing = [user for user in dict.fromkeys(user_ids) if user not in known]
+            if missing:
+                connection.execute(
+                    conversations.insert(),
+                    [
+                        {
+                            "channel": "whatsapp",
+                            "account_id": account_id,
+                            "user_id": user,
+                            "state": {},
+                            "mode": "bot",
+                            "turn_count": 0,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for user in missing
+                    ],
+                )
+                known = dict(
+                    connection.execute(
+                        sa.select(c.user_id, c.id).where(c.channel == "whatsapp", c.account_id == account_id)
+                    ).all()
+                )
+            connection.execute(
+                outbound_messages.insert(),
+                [
+                    {
+                        "conversation_id": known[user_ids[n % len(user_ids)]],
+                        "body": {"kind": "text", "text": "Your order is on its way."},
+                        "status": "sent",
+                        "provider_message_id": provider_id,
+                        "attempts": 1,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                        "sent_at": now,
+                    }
+                    for n, provider_id in enumerate(provider_ids)
+                ],
+            )
+    finally:
+        engine.dispose()

@@ -9,18 +9,23 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from bench import harness, report
 from bench.bots import write_echo_bot, write_lint_bot
+from bench.cpu import PostgresBackends, cpu_between, process_cpu_seconds
+from bench.databases import RowCounter, seed_sent_messages
 from bench.load import PythonLoad, WrkLoad
-from bench.payloads import APP_SECRET, signed_bodies
+from bench.payloads import APP_SECRET, PHONE_NUMBER_ID, outbound_id, sender_id, signed_bodies, signed_status_bodies
 from bench.processes import ServerProcess, free_port, peak_rss_kib, time_command
 from bench.results import Row, Target, skipped
 from bench.stats import interleave, median, percentile, ratio
+from chatops.channels import StatusUpdate, parse_webhook
 from chatops.channels.signature import verify_signature
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +128,59 @@ def test_signed_bodies_have_distinct_ids_and_valid_signatures() -> None:
     assert b'"id":"wamid.BENCHt1.00000003"' in bodies[3].body
     for item in bodies:
         verify_signature(item.body, item.signature, APP_SECRET)  # raises when wrong
+
+
+def test_status_bodies_are_signed_status_updates_in_a_mix() -> None:
+    bodies = signed_status_bodies("s1", 6, senders=2)
+    statuses = []
+    for n, item in enumerate(bodies):
+        verify_signature(item.body, item.signature, APP_SECRET)
+        (event,) = parse_webhook("whatsapp", item.body)
+        assert isinstance(event, StatusUpdate)
+        assert (event.provider_message_id, event.user_id) == (outbound_id("s1", n), sender_id(n % 2))
+        statuses.append(event.status)
+    assert statuses == ["sent", "delivered", "read"] * 2
+
+
+def test_process_cpu_seconds_counts_every_thread_of_a_process() -> None:
+    before = process_cpu_seconds(os.getpid())
+    assert before is not None
+    deadline = time.thread_time() + 0.15
+    while time.thread_time() < deadline:  # burn 150 ms of CPU
+        pass
+    after = process_cpu_seconds(os.getpid())
+    assert after is not None
+    assert after - before >= 0.1  # ticks are 10 ms
+    assert process_cpu_seconds(2**22 + 12345) is None
+    # A pid that appeared in between counts from zero; one that ended is not counted.
+    assert cpu_between({1: 1.0, 2: 5.0}, {1: 1.5, 3: 0.25}) == pytest.approx(0.75)
+
+
+@pytest.mark.postgres
+def test_postgres_backends_are_the_pool_of_one_database(tmp_path: Path) -> None:
+    from chatops.db.connect import create_db_engine
+    from chatops.db.migrate import migrate
+    from tests.databases import postgres_database, postgres_server_url
+
+    with postgres_database() as url:
+        engine = create_db_engine(url)  # application_name "chatops", like chatops serve
+        migrate(engine)
+        engine.dispose()
+        backends = PostgresBackends(postgres_server_url(), str(sa.engine.make_url(url).database))
+        try:
+            with engine.connect() as connection:
+                connection.exec_driver_sql("SELECT count(*) FROM generate_series(1, 300000)").scalar_one()
+                (pid,) = backends.pids()
+                assert pid == connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+                snapshot = backends.snapshot()
+                assert snapshot is not None
+                assert set(snapshot) == {pid}
+            seed_sent_messages(url, ["wamid.A", "wamid.B", "wamid.C"], ["u1", "u2"], account_id=PHONE_NUMBER_ID)
+            assert RowCounter(url).count("outbound_messages", "status = 'sent'") == 3
+            assert RowCounter(url).count("conversations") == 2
+        finally:
+            backends.close()
+            engine.dispose()
 
 
 def test_generated_bots_are_valid(tmp_path: Path) -> None:
