@@ -2,6 +2,11 @@
 
 Shutdown order: stop accepting connections, let in-flight requests finish (waitress' task dispatcher), then run
 the ``on_shutdown`` callbacks (workers finish their turns and release their leases).
+
+Request bodies: waitress reads a whole body (into a temporary file past 512 KB) before the app sees it, so the
+Flask limit (``MAX_CONTENT_LENGTH``) alone let a 900 MB upload fill the disk before its 413. waitress is given
+twice the app's limit: a body declared larger is refused (plain-text 413, connection closed) as soon as its
+headers arrive; a body between the limit and twice it is still read and answered with the app's JSON 413.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from waitress.server import create_server
 
 log = logging.getLogger(__name__)
 
+WAITRESS_BODY_FACTOR = 2  # waitress refuses bodies this many times the app's limit without reading them
+WAITRESS_DEFAULT_BODY_LIMIT = 1024**3  # waitress' own default (1 GB)
+
 
 class _Stop(Exception):
     """Raised in the main thread by the signal handler to leave waitress' loop."""
@@ -31,11 +39,16 @@ def run_server(
     on_ready: Callable[[str, int], None] | None = None,
     on_shutdown: Callable[[], None] | None = None,
 ) -> None:
-    """Serve ``app`` on ``host:port`` with ``threads`` request threads until a signal arrives."""
+    """Serve ``app`` on ``host:port`` with ``threads`` request threads until a signal arrives.
+
+    A Flask ``app`` with ``MAX_CONTENT_LENGTH`` also bounds what waitress reads (see the module docstring).
+    """
     # waitress warns "Task queue depth is N" for every request queued behind busy threads: under a burst that is
     # one line per request, which floods the log without saying anything /metrics and latency do not.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    server = create_server(app, host=host, port=port, threads=threads, ident="chatops")
+    server = create_server(
+        app, host=host, port=port, threads=threads, ident="chatops", max_request_body_size=_body_limit(app)
+    )
     bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
     stopping = threading.Event()
 
@@ -59,3 +72,12 @@ def run_server(
             on_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _body_limit(app: Any) -> int:
+    """waitress' ``max_request_body_size`` for ``app`` (waitress' own 1 GB default for an app with no limit)."""
+    limit = getattr(app, "config", {}).get("MAX_CONTENT_LENGTH")
+    if not limit:
+        return WAITRESS_DEFAULT_BODY_LIMIT
+    # waitress refuses a body of max_request_body_size bytes or more, hence the + 1.
+    return int(limit) * WAITRESS_BODY_FACTOR + 1
