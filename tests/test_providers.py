@@ -282,6 +282,26 @@ def test_http_url_values_are_quoted(api: JsonApi) -> None:
     assert api.requests[0]["path"] == "/orders/a%2Fb%20c%3F?q=Berlin"
 
 
+@pytest.mark.parametrize(
+    ("template", "value", "path"),
+    [
+        ("/orders/{{ user.id }}/items", ".", "/orders/%2E/items"),
+        ("/orders/{{ user.id }}/items", "..", "/orders/%2E%2E/items"),
+        ("/orders/{{ user.id }}", "..", "/orders/%2E%2E"),
+        ("/orders/{{ user.id }}{{ user.id }}/items", ".", "/orders/%2E%2E/items"),
+        ("/orders/{{ user.id }}/items", "v1.2", "/orders/v1.2/items"),
+    ],
+)
+def test_http_url_dot_values_stay_inside_their_segment(api: JsonApi, template: str, value: str, path: str) -> None:
+    api.script[path] = [(200, {"status": "ok", "eta": None})]
+    context = make_context(user=UserInfo(id=value, channel="messenger"))
+
+    result = fetch([build_one(http_spec(api, template))], context)
+
+    assert api.requests[0]["path"] == path  # not /items or / (the dot segment resolved away)
+    assert result.ok, result.errors
+
+
 def test_http_retries_a_server_error(api: JsonApi) -> None:
     api.script["/orders/4915112345678"] = [(500, {"error": "boom"}), (200, {"status": "late", "eta": "Monday"})]
 

@@ -71,7 +71,12 @@ def _from_environment(text: str, *, where: str) -> str:
 
 def _url_quoted(value: Any) -> str:
     # Every {{ }} in a URL template is one path segment or query value: "/" and "&" typed by a user stay data.
-    return quote(str(value), safe="")
+    quoted = quote(str(value), safe="")
+    if quoted and not quoted.strip("."):
+        # "." and ".." are dot segments: httpx (like any URL resolver) would remove them and move the path up.
+        # Encoding every dot of an all-dot value also covers two values side by side ("{{ a }}{{ b }}").
+        return quoted.replace(".", "%2E")
+    return quoted
 
 
 def _without_query(url: str) -> str:
