@@ -3,11 +3,13 @@ providers by dotted path and entry point, and the runner's timeouts, failures an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from chatops.channels.events import InboundMessage
 from chatops.channels.messenger import parse_messenger
 from chatops.channels.whatsapp import parse_whatsapp
-from chatops.errors import BotDefinitionError
+from chatops.db.connect import parse_database_url
+from chatops.errors import BotDefinitionError, ProviderError
 from chatops.templating.builtin import mask_phone, message_variables
 from chatops.templating.providers import (
     ConfiguredProvider,
@@ -34,6 +39,7 @@ from chatops.templating.providers import (
     variables_json,
 )
 from chatops.templating.store import TemplateStore
+from tests.databases import empty_database
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # a Monday; 10:30 in Berlin
 
@@ -539,6 +545,108 @@ def test_sql_query_errors_are_recorded(shop: Path) -> None:
     result = fetch([build_one(sql_spec(query="SELECT status, eta FROM nowhere WHERE c = :customer"), shop)])
 
     assert result.errors[0].error.startswith("provider 'order': query failed: OperationalError")
+
+
+@pytest.fixture
+def shop_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An orders table in a new database of ``backend``, as the URL a bot author writes (``postgresql://…``)."""
+    with empty_database(backend, tmp_path) as url:
+        engine = sa.create_engine(url, poolclass=sa.NullPool)
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, status TEXT, eta TEXT)")
+            )
+            connection.execute(sa.text("INSERT INTO orders VALUES (1, '4915112345678', 'shipped', 'Friday')"))
+        engine.dispose()
+        parsed = make_url(url)
+        yield parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=False)
+
+
+def test_sql_provider_reads_a_postgresql_url_as_the_docs_write_it(shop_url: str) -> None:
+    result = fetch([build_one(sql_spec(database_url=shop_url))])
+
+    assert result.ok, result.errors
+    assert dict(result.variables["order"]) == {"status": "shipped", "eta": "Friday"}
+
+
+@contextmanager
+def table_locked(url: str) -> Iterator[None]:
+    """Another client holds a lock that keeps readers of ``orders`` waiting, until the block ends."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        holder = sqlite3.connect(str(parsed.database), isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # rollback journal: readers wait for the lock
+        try:
+            yield
+        finally:
+            holder.rollback()
+            holder.close()
+        return
+    engine = sa.create_engine(parse_database_url(url), poolclass=sa.NullPool)
+    with engine.connect() as connection:
+        connection.execute(sa.text("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            connection.rollback()
+    engine.dispose()
+
+
+def fetch_in_thread(provider: VariableProvider, *, wait: float) -> tuple[BaseException | None, float]:
+    """Call ``provider.fetch`` in a thread; (its exception, seconds taken). Fails when it is still blocked."""
+    outcome: list[BaseException | None] = []
+    started = time.monotonic()
+
+    def call() -> None:
+        try:
+            provider.fetch(make_context())
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(wait)
+    assert outcome, f"the provider's thread is still blocked after {wait} s"
+    return outcome[0], time.monotonic() - started
+
+
+def test_sql_provider_gives_up_on_a_locked_table_at_its_timeout(shop_url: str) -> None:
+    provider = build_one(dataclasses.replace(sql_spec(database_url=shop_url), timeout=0.5))
+    try:
+        with table_locked(shop_url):
+            error, seconds = fetch_in_thread(provider, wait=4)
+    finally:
+        close(provider)
+
+    assert isinstance(error, ProviderError)
+    assert error.message.startswith("provider 'order': query did not finish within its timeout of 0.5 s ("), error
+    assert 0.4 < seconds < 2.5
+
+
+def test_sql_provider_interrupts_a_slow_query_at_its_timeout(backend: str, shop_url: str) -> None:
+    slow = {
+        "sqlite": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000000) "
+        "SELECT max(x) AS status, :customer AS eta FROM n",
+        "postgresql": "SELECT pg_sleep(10)::text AS status, :customer AS eta",
+    }[backend]
+    provider = build_one(dataclasses.replace(sql_spec(database_url=shop_url, query=slow), timeout=0.5))
+    try:
+        error, seconds = fetch_in_thread(provider, wait=4)
+        assert isinstance(error, ProviderError)
+        assert "query did not finish within its timeout of 0.5 s" in error.message
+        assert seconds < 2.5
+        # The pooled connection keeps no deadline: the next fetch of a quick query works.
+        fast = dataclasses.replace(sql_spec(database_url=shop_url), timeout=0.5)
+        assert dict(build_one(fast).fetch(make_context())) == {"status": "shipped", "eta": "Friday"}
+    finally:
+        close(provider)
+
+
+def close(provider: VariableProvider) -> None:
+    closer = getattr(provider, "close", None)
+    if closer is not None:
+        closer()
 
 
 @pytest.mark.parametrize(

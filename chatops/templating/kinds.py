@@ -10,10 +10,12 @@ stages.yaml.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -21,7 +23,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import sqlalchemy
 import yaml
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from chatops.errors import BotDefinitionError, ProviderError
@@ -258,6 +260,12 @@ class SqlProvider:
     for each name when there is no row) or a list of rows under the single declared name (``result: rows``).
 
     Parameters are bound by the database driver (``:name`` in the query), never pasted into the SQL text.
+
+    The provider's ``timeout`` also holds inside the database, so a locked table or a runaway query frees the
+    provider's thread instead of holding it: PostgreSQL gets ``SET LOCAL statement_timeout`` before each query
+    (it also bounds waiting for locks, and works behind PgBouncer); SQLite gets the remaining time as its busy
+    timeout and a progress handler that interrupts the query at the deadline. Connecting and waiting for a pooled
+    connection are bounded by the timeout too.
     """
 
     OPTIONS = ("database_url", "query", "params", "result", "max_rows")
@@ -272,6 +280,7 @@ class SqlProvider:
         params: Mapping[str, Expression | InlineTemplate],
         many: bool = False,
         max_rows: int = 100,
+        timeout: float = 5.0,
     ) -> None:
         self.name = name
         self.provides = dict.fromkeys(provides, "")
@@ -280,9 +289,10 @@ class SqlProvider:
         self.params = dict(params)
         self.many = many
         self.max_rows = max_rows
+        self.timeout = timeout
 
     @classmethod
-    def from_spec(cls, spec: ProviderSpecLike, *, base_dir: Path) -> SqlProvider:
+    def from_spec(cls, spec: ProviderSpecLike, *, base_dir: Path, timeout: float) -> SqlProvider:
         """Build from a spec: creates the engine (no connection yet); raises BotDefinitionError for bad options."""
         _check_options(spec, cls.OPTIONS)
         where = f"provider {spec.name!r}"
@@ -320,11 +330,12 @@ class SqlProvider:
         return cls(
             name=spec.name,
             provides=spec.provides,
-            engine=_engine(url, base_dir=base_dir, where=where),
+            engine=_engine(url, base_dir=base_dir, where=where, timeout=timeout),
             query=query,
             params=params,
             many=result == "rows",
             max_rows=max_rows,
+            timeout=timeout,
         )
 
     def bound_values(self, context: ProviderContext) -> dict[str, Any]:
@@ -337,34 +348,83 @@ class SqlProvider:
 
     def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
         values = self.bound_values(context)
+        deadline = time.monotonic() + self.timeout
         try:
-            with self.engine.connect() as connection:
+            with self.engine.connect() as connection, _statement_deadline(connection, deadline):
                 result = connection.execute(self.query, values).mappings()
                 if self.many:
                     rows = [dict(row) for row in result.fetchmany(self.max_rows)]
                     return {next(iter(self.provides)): rows}
                 row = result.first()
         except SQLAlchemyError as exc:
-            raise ProviderError(f"provider {self.name!r}: query failed: {type(exc).__name__}: {exc}") from None
+            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+            if _stopped_by_deadline(exc) or time.monotonic() >= deadline:
+                raise ProviderError(
+                    f"provider {self.name!r}: query did not finish within its timeout of {self.timeout:g} s ({reason})",
+                    hint="a locked table or a slow query; raise the provider's timeout only if the query needs it",
+                ) from None
+            raise ProviderError(f"provider {self.name!r}: query failed: {reason}") from None
         return dict.fromkeys(self.provides) if row is None else dict(row)
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def _engine(url: str, *, base_dir: Path, where: str) -> Engine:
+@contextmanager
+def _statement_deadline(connection: Connection, deadline: float) -> Iterator[None]:
+    """Make the database itself give up on the next statement at ``deadline`` (time.monotonic())."""
+    backend = connection.dialect.name
+    remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))  # 0 would mean "no limit" to both
+    if backend == "postgresql":
+        # LOCAL: only this transaction (rolled back when the connection goes back to the pool).
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {remaining_ms}")
+        yield
+        return
+    if backend != "sqlite":
+        yield  # other databases: only the runner's timeout around the call applies
+        return
+    raw: Any = connection.connection.driver_connection  # sqlite3.Connection
+    connection.exec_driver_sql(f"PRAGMA busy_timeout = {remaining_ms}")
+    # Called every 1,000 virtual machine instructions; a true result interrupts the query ("interrupted").
+    raw.set_progress_handler(lambda: time.monotonic() >= deadline, 1000)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)  # the connection goes back to the pool
+
+
+def _stopped_by_deadline(exc: SQLAlchemyError) -> bool:
+    """Whether the database stopped the statement because of :func:`_statement_deadline`."""
+    original = getattr(exc, "orig", None)
+    if getattr(original, "pgcode", None) == "57014":  # query_canceled: statement_timeout
+        return True
+    return str(original) in ("interrupted", "database is locked")
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return (str(original).strip().splitlines() or [type(original).__name__])[0]
+
+
+def _engine(url: str, *, base_dir: Path, where: str, timeout: float) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise BotDefinitionError(
             f"{where}: database_url is not a database URL: {exc}", hint="e.g. sqlite:///shop.db"
         ) from None
+    options: dict[str, Any] = {"pool_timeout": timeout}  # waiting for a pooled connection
+    if parsed.drivername in ("postgres", "postgresql"):
+        # SQLAlchemy 2.1 made psycopg (3) the default driver; chatops installs psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    if parsed.get_backend_name() == "postgresql":
+        options["connect_args"] = {"connect_timeout": max(2, math.ceil(timeout))}  # libpq's minimum is 2 s
     database = parsed.database
     on_disk = parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
     if on_disk and database and not database.startswith("file:") and not Path(database).is_absolute():
         parsed = parsed.set(database=str(base_dir / database))  # relative to stages.yaml, like lookup files
     try:
-        return sqlalchemy.create_engine(parsed)
+        return sqlalchemy.create_engine(parsed, **options)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise BotDefinitionError(
             f"{where}: cannot use database_url ({parsed.render_as_string(hide_password=True)}): {exc}",

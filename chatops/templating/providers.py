@@ -440,7 +440,7 @@ def _build_one(
     if spec.use == "http":
         return kinds.HttpProvider.from_spec(spec, client=http, timeout=timeout)
     if spec.use == "sql":
-        return kinds.SqlProvider.from_spec(spec, base_dir=base_dir)
+        return kinds.SqlProvider.from_spec(spec, base_dir=base_dir, timeout=timeout)
     if spec.use == "lookup":
         return kinds.LookupProvider.from_spec(spec, base_dir=base_dir)
     return plugins.load_python_provider(spec, builtin_kinds=BUILTIN_KINDS)
