@@ -12,6 +12,7 @@
     │   └── GraphAPIError             the Graph API answered with an error (code, subcode, transient)
     ├── AIError                       the AI backend failed after its retries
     ├── ProviderError                 a variable provider failed or timed out
+    ├── StateError                    a value cannot be kept in conversation memory (too many, too long, not JSON)
     ├── StorageError                  the database is unreachable or the schema is wrong (transient: retry later)
     │   └── SchemaOutOfDateError      the schema is behind the code's migrations
     └── UnstorableError               the database refused a value (permanent: retrying cannot help)
@@ -97,6 +98,13 @@ class AIError(ChatopsError):
 
 class ProviderError(ChatopsError):
     """A variable provider failed or timed out."""
+
+
+class StateError(ChatopsError):
+    """A value cannot be kept in a conversation's memory (``state``): too many names, too long, or not JSON data.
+
+    The turn answers with the stage's ``on_error`` template and the state stays as it was.
+    """
 
 
 class StorageError(ChatopsError):

@@ -162,7 +162,7 @@ ERRORS = [
         MINIMAL.replace("reply:", "promt: x.j2\n    reply:"),
         "stages.yaml:6:5: stages.welcome: unknown key 'promt'",
         "did you mean 'prompt'? Allowed keys: reply, prompt, buttons, list_button, transitions, next, on_error, "
-        "handoff, ai, providers",
+        "handoff, ai, providers, clear, set, extract, ask, max_attempts, on_invalid",
         id="unknown-stage-key",
     ),
     pytest.param(
@@ -238,7 +238,7 @@ ERRORS = [
     pytest.param(
         MINIMAL + "    transitions:\n      - when: {button: a, intent: b}\n        to: welcome\n",
         "stages.yaml:8:15: stages.welcome.transitions[0].when: a condition has exactly one of button, keywords, "
-        "regex, intent, default (found button, intent)",
+        "regex, intent, state, if, default (found button, intent)",
         "write one transition per condition; they are tried in order",
         id="two-conditions",
     ),

@@ -34,7 +34,8 @@ def tables_in(url: str) -> set[str]:
 def test_migrate_creates_schema_and_reports(empty_database_url: str) -> None:
     code, out, err = chatops("--database-url", empty_database_url, "migrate")
     assert (code, err) == (0, "")
-    assert f"Applied {head_revision()}  Initial schema" in out
+    assert "Applied 0001  Initial schema" in out
+    assert f"Applied {head_revision()}" in out
     assert tables_in(empty_database_url) >= set(metadata.tables) | {"alembic_version"}
 
     code, out, _ = chatops("--database-url", empty_database_url, "migrate")
@@ -79,7 +80,8 @@ def test_history_and_sql_touch_nothing(tmp_path: pytest.TempPathFactory) -> None
     url = "postgresql://nobody:pw@127.0.0.1:1/none"  # never connected to
     code, out, _ = chatops("--database-url", url, "migrate", "--history")
     assert code == 0
-    assert out.startswith(f"{head_revision()}  Initial schema")
+    assert out.startswith("0001  Initial schema")
+    assert f"\n{head_revision()}  " in out
     code, out, _ = chatops("--database-url", url, "migrate", "--sql")
     assert code == 0
     assert "CREATE TABLE conversations" in out

@@ -316,7 +316,7 @@ def test_sqlite_is_migrated_postgresql_is_not(empty_database_url: str, backend: 
     result = CliRunner().invoke(app, ["--database-url", empty_database_url, "simulate", "hi", "--at", MONDAY])
     if backend == "sqlite":
         assert result.exit_code == 0, result.stderr
-        assert "Migrated the SQLite database to revision 0001 (1 migration)." in result.stderr
+        assert "Migrated the SQLite database to revision 0002 (2 migrations)." in result.stderr
         assert result.stdout.startswith("Alex: hi\nNorthwind Support: Hi Alex!")
     else:
         assert result.exit_code == 1

@@ -22,6 +22,7 @@ from chatops.config.bot_schema import (
     BUILTIN_PROVIDER_KINDS,
     BUILTIN_VARIABLES,
     MAX_BUTTONS,
+    MEMORY_VARIABLES,
     PROVIDER_OPTIONS,
     PROVIDER_TEMPLATE_OPTIONS,
     TEMPLATE_INCLUDE,
@@ -45,6 +46,7 @@ __all__ = [
     "BUILTIN_PROVIDER_KINDS",
     "BUILTIN_VARIABLES",
     "MAX_BUTTONS",
+    "MEMORY_VARIABLES",
     "PROVIDER_OPTIONS",
     "PROVIDER_TEMPLATE_OPTIONS",
     "AIOverrides",
@@ -256,6 +258,8 @@ def _reference_problems(bot: BotDefinition, source: YamlSource, folder: Path) ->
         ]
         if stage.next is not None:
             targets.append(((*base, "next"), stage.next))
+        if stage.on_invalid is not None:
+            targets.append(((*base, "on_invalid"), stage.on_invalid))
         for path, target in targets:
             if target not in bot.stages:
                 at(
@@ -272,13 +276,19 @@ def _reference_problems(bot: BotDefinition, source: YamlSource, folder: Path) ->
                     f"stage '{name}' uses unknown provider '{wanted}'",
                     did_you_mean(wanted, provider_names, label="declared providers"),
                 )
-        for field in ("reply", "prompt", "on_error"):
-            template = getattr(stage, field)
+        named: list[tuple[tuple[str | int, ...], str | None]] = [
+            ((*base, field), getattr(stage, field)) for field in ("reply", "prompt", "on_error")
+        ]
+        if isinstance(stage.ask, dict):
+            named.extend(((*base, "ask", field), template) for field, template in stage.ask.items())
+        else:
+            named.append(((*base, "ask"), stage.ask))
+        for path, template in named:
             if template is not None and not (folder / template).is_file():
                 if available is None:
                     available = template_files_in(folder)
                 at(
-                    (*base, field),
+                    path,
                     "E103",
                     f"stage '{name}' uses template '{template}', which is not in {display_path(folder)}/",
                     did_you_mean(template, available, label="templates there"),

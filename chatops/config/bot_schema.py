@@ -18,6 +18,14 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from chatops.config.memory_schema import (
+    ExtractField,
+    StateTest,
+    assignments,
+    clear_names,
+    expression_syntax,
+    state_name,
+)
 from chatops.config.schedule import BusinessHours, InvalidValue, parse_business_hours, parse_duration
 from chatops.config.yaml_source import SourceLocation, YamlSource
 
@@ -37,6 +45,8 @@ BUILTIN_VARIABLES: Mapping[str, frozenset[str]] = MappingProxyType(
         ),
     }
 )
+#: Conversation memory in templates: ``state`` (the values kept across turns) and ``match`` (this turn's regex groups).
+MEMORY_VARIABLES = ("state", "match")
 BUILTIN_PROVIDER_KINDS = ("http", "sql", "lookup")
 #: Options each built-in provider kind accepts beside the common keys, and which of them are required.
 PROVIDER_OPTIONS: Mapping[str, Mapping[str, bool]] = MappingProxyType(
@@ -77,6 +87,9 @@ def _seconds(value: object) -> float:
 
 def _listify(value: object) -> object:
     return [value] if isinstance(value, str) else value
+
+
+Assignments = Annotated[dict[str, Any], BeforeValidator(assignments)]
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds)]
@@ -126,7 +139,7 @@ class _Strict(BaseModel):
     @classmethod
     def yaml_keys(cls) -> list[str]:
         """The keys this section accepts in stages.yaml, in documentation order."""
-        return [name for name in cls.model_fields if name not in cls._internal]
+        return [field.alias or name for name, field in cls.model_fields.items() if name not in cls._internal]
 
     @model_validator(mode="before")
     @classmethod
@@ -233,6 +246,8 @@ class Condition(_Strict):
     keywords: Annotated[tuple[str, ...] | None, BeforeValidator(_listify)] = None
     regex: str | None = None
     intent: str | None = None
+    state: dict[str, StateTest] | None = None
+    test: str | None = Field(default=None, alias="if")
     default: bool | None = None
 
     @field_validator("keywords")
@@ -255,6 +270,26 @@ class Condition(_Strict):
                 ) from None
         return value
 
+    @field_validator("state")
+    @classmethod
+    def _state_names(cls, value: dict[str, StateTest] | None) -> dict[str, StateTest] | None:
+        if value is not None and not value:
+            raise InvalidValue("state condition is empty", hint="e.g. when: {state: {pizza: {defined: true}}}")
+        for name in value or {}:
+            try:
+                state_name(name)
+            except InvalidValue as exc:
+                exc.at, exc.key = (name,), True
+                raise
+        return value
+
+    @field_validator("test")
+    @classmethod
+    def _test_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            expression_syntax(value)
+        return value
+
     @field_validator("intent")
     @classmethod
     def _intent_name(cls, value: str | None) -> str | None:
@@ -264,10 +299,12 @@ class Condition(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Condition:
-        given = [name for name in self.yaml_keys() if getattr(self, name) is not None]
+        given = [
+            field.alias or name for name, field in type(self).model_fields.items() if getattr(self, name) is not None
+        ]
         if len(given) != 1:
             raise InvalidValue(
-                "a condition has exactly one of button, keywords, regex, intent, default"
+                "a condition has exactly one of button, keywords, regex, intent, state, if, default"
                 + (f" (found {', '.join(given)})" if given else ""),
                 hint="write one transition per condition; they are tried in order",
             )
@@ -276,19 +313,27 @@ class Condition(_Strict):
         return self
 
     @property
-    def kind(self) -> Literal["button", "keywords", "regex", "intent", "default"]:
+    def kind(self) -> Literal["button", "keywords", "regex", "intent", "state", "if", "default"]:
         """Which condition this is."""
-        for name in ("button", "keywords", "regex", "intent"):
+        for name in ("button", "keywords", "regex", "intent", "state"):
             if getattr(self, name) is not None:
                 return name
-        return "default"
+        return "if" if self.test is not None else "default"
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The named groups of a ``regex`` condition (``match.<name>`` in this turn), in pattern order."""
+        if self.regex is None:
+            return ()
+        return tuple(re.compile(self.regex).groupindex)
 
 
 class Transition(_Strict):
-    """``- when: {...}`` / ``to: stage``."""
+    """``- when: {...}`` / ``to: stage`` / ``set: {name: expression}`` (kept in state when it is taken)."""
 
     when: Condition
     to: str
+    assign: Assignments = Field(default_factory=dict, alias="set")
 
 
 class Stage(_Strict):
@@ -304,6 +349,36 @@ class Stage(_Strict):
     handoff: bool = False
     ai: AIOverrides | None = None
     providers: tuple[str, ...] | None = None
+    clear: Annotated[bool | tuple[str, ...], BeforeValidator(clear_names)] = False
+    assign: Assignments = Field(default_factory=dict, alias="set")
+    extract: dict[str, ExtractField] = Field(default_factory=dict)
+    ask: TemplateName | dict[str, TemplateName] | None = None
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    on_invalid: str | None = None
+
+    @field_validator("extract")
+    @classmethod
+    def _field_names(cls, value: dict[str, ExtractField]) -> dict[str, ExtractField]:
+        for name in value:
+            try:
+                state_name(name, "field name")
+            except InvalidValue as exc:
+                exc.at, exc.key = (name,), True
+                raise
+        return value
+
+    @field_validator("ask")
+    @classmethod
+    def _ask_templates(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        if isinstance(value, str):
+            return _template_file(value)
+        for name, template in (value or {}).items():
+            try:
+                _template_file(template)
+            except InvalidValue as exc:
+                exc.at = (name,)
+                raise
+        return value
 
     @field_validator("reply", "prompt", "on_error")
     @classmethod
@@ -351,6 +426,24 @@ class Stage(_Strict):
                 at=("next",),
                 key=True,
             )
+        if not self.extract:
+            for key in ("ask", "on_invalid"):
+                if getattr(self, key) is not None:
+                    raise InvalidValue(
+                        f"{key} belongs to a stage with extract:",
+                        hint="declare the fields to collect under extract:",
+                        at=(key,),
+                        key=True,
+                    )
+        if isinstance(self.ask, dict):
+            for name in self.ask:
+                if name not in self.extract:
+                    raise InvalidValue(
+                        f"ask for '{name}', which the stage does not extract",
+                        hint=did_you_mean(name, self.extract, label="extract fields"),
+                        at=("ask", name),
+                        key=True,
+                    )
         for index, transition in enumerate(self.transitions[:-1]):
             if transition.when.default:
                 raise InvalidValue(
@@ -367,14 +460,32 @@ class Stage(_Strict):
         return tuple(dict.fromkeys(found))
 
     @property
+    def ask_templates(self) -> tuple[str, ...]:
+        """The ``ask:`` templates, without repeats."""
+        if self.ask is None:
+            return ()
+        return (self.ask,) if isinstance(self.ask, str) else tuple(dict.fromkeys(self.ask.values()))
+
+    def ask_for(self, field: str) -> str | None:
+        """The template that asks for ``field`` (the stage's one ``ask:`` or the field's own), if any."""
+        return self.ask if isinstance(self.ask, str) or self.ask is None else self.ask.get(field)
+
+    @property
     def template_names(self) -> tuple[str, ...]:
-        """Template files this stage names (reply or prompt, then on_error)."""
-        return tuple(name for name in (self.reply, self.prompt, self.on_error) if name is not None)
+        """Template files this stage names (reply or prompt, its ask templates, then on_error)."""
+        named = (self.reply, self.prompt, *self.ask_templates, self.on_error)
+        return tuple(name for name in named if name is not None)
 
     @property
     def targets(self) -> tuple[str, ...]:
         """Stages this stage can move to."""
-        return tuple(t.to for t in self.transitions) + ((self.next,) if self.next else ())
+        found = tuple(t.to for t in self.transitions) + ((self.next,) if self.next else ())
+        return found + ((self.on_invalid,) if self.on_invalid else ())
+
+    @property
+    def state_set(self) -> frozenset[str]:
+        """The state names this stage writes when it answers: ``set:`` and ``extract:`` fields."""
+        return frozenset(self.assign) | frozenset(self.extract)
 
 
 class ProviderSpec(_Strict):
@@ -426,7 +537,7 @@ class ProviderSpec(_Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         _identifier(value, "provider name")
-        if value in BUILTIN_VARIABLES:
+        if value in BUILTIN_VARIABLES or value in MEMORY_VARIABLES:
             raise InvalidValue(
                 f"provider name '{value}' is a built-in variable",
                 hint="built-ins: " + ", ".join(BUILTIN_VARIABLES) + "; choose another name",
@@ -523,7 +634,7 @@ class BotDefinition(_Strict):
             except InvalidValue as exc:
                 exc.at, exc.key = (name,), True
                 raise
-            if name in BUILTIN_VARIABLES:
+            if name in BUILTIN_VARIABLES or name in MEMORY_VARIABLES:
                 raise InvalidValue(
                     f"variable '{name}' is a built-in variable",
                     hint="built-ins: " + ", ".join(BUILTIN_VARIABLES) + "; choose another name",
@@ -563,6 +674,16 @@ class BotDefinition(_Strict):
                 )
             seen.add(provider.name)
         return self
+
+    @property
+    def state_names(self) -> frozenset[str]:
+        """Every state name the bot can set (``set:`` of stages and transitions, ``extract:`` fields)."""
+        names: set[str] = set()
+        for stage in self.stages.values():
+            names |= stage.state_set
+            for transition in stage.transitions:
+                names |= set(transition.assign)
+        return frozenset(names)
 
     def location(self, path: tuple[str | int, ...], *, key: bool = False) -> SourceLocation | None:
         """Where the node at ``path`` (e.g. ``("stages", "triage", "reply")``) is written in stages.yaml.
@@ -608,6 +729,8 @@ class BotDefinition(_Strict):
         (provider options, ``whatsapp_template`` params).
         """
         names: dict[str, frozenset[str] | None] = dict(BUILTIN_VARIABLES)
+        names["state"] = self.state_names
+        names["match"] = None  # lint follows each stage's regex groups itself
         for name, value in self.variables.items():
             names[name] = (
                 frozenset(map(str, value)) | frozenset({"items", "keys", "values", "get"})

@@ -78,6 +78,9 @@ class TurnRecord:
     bot_version: str | None = None
     replies: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    state_before: dict[str, Any] = field(default_factory=dict)  # conversation memory as the turn saw it
+    state_after: dict[str, Any] = field(default_factory=dict)
+    extraction: dict[str, Any] | None = None  # an extract: stage's request, raw answer and validation errors
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,11 @@ turns = sa.Table(
     sa.Column("bot_version", sa.String(64)),
     sa.Column("replies", JSONType, nullable=False, default=list),
     sa.Column("error", sa.Text),
+    # Conversation memory as the turn saw it and left it (replay restores state_before), and an extract: stage's
+    # request, raw answer and validation errors.
+    sa.Column("state_before", JSONType, nullable=False, default=dict, server_default=sa.text("'{}'")),
+    sa.Column("state_after", JSONType, nullable=False, default=dict, server_default=sa.text("'{}'")),
+    sa.Column("extraction", JSONType),
     sa.Index("ix_turns_conversation", "conversation_id", "id"),
 )
 

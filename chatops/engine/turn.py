@@ -2,8 +2,13 @@
 
 ``handle_turn`` is the one code path that ``serve``, ``worker``, ``simulate`` and ``replay`` share. It does no
 database I/O: the worker loads the conversation and commits the :class:`TurnResult` in one transaction.
-Failures of providers, templates or the AI never escape: the stage's ``on_error`` template answers, the error is
-recorded on the turn, and the conversation stays where it was.
+Failures of providers, templates, the AI or memory never escape: the stage's ``on_error`` template answers, the
+error is recorded on the turn, and the conversation stays where it was (its stage and its state).
+
+Memory (``conversations.state``, see :mod:`chatops.engine.memory`): a turn starts from the conversation's state
+(empty after a session timeout); when a transition is taken the target stage's ``clear:`` applies, then the
+transition's ``set:`` (with ``match``, this turn's regex groups), then — whenever the stage answers — the stage's
+``set:`` (with its providers' variables). The turn records the state before and after.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from typing import Any
 from chatops.ai.prompt import ChatRequest
 from chatops.ai.protocol import AIClient, ChatResult
 from chatops.channels.events import Button, InboundMessage, OutboundMessage
-from chatops.config.bot_schema import BotDefinition, Stage
+from chatops.config.bot_schema import BotDefinition, Condition, Stage
 from chatops.db.inbox import Conversation, ConversationChange, PastTurn, TurnRecord
+from chatops.engine import memory
 from chatops.engine.stages import decide
 from chatops.engine.variables import VariableSource
-from chatops.errors import AIError, ProviderError, TemplateError
+from chatops.errors import AIError, ProviderError, StateError, TemplateError
 from chatops.templating.providers import variables_json
 from chatops.templating.split import CHANNEL_TEXT_LIMITS, split_message
 from chatops.templating.store import TemplateStore
@@ -114,25 +120,56 @@ def handle_turn(
         trace.intent = result.intent
         return result.intent
 
+    state_before: dict[str, Any] = {} if restarted else dict(conversation.state)
+    state = state_before
+    base: dict[str, Any] = {}
+
+    def base_variables() -> dict[str, Any]:
+        """Built-ins and static variables, no providers: what conditions and transition ``set:`` see."""
+        if not base:
+            context = runtime.variables.context(conversation, message, now=now, history=history)
+            base.update(runtime.variables.runner.fetch_variables(context, names=()).variables)
+        return base
+
+    def check(condition: Condition) -> bool:
+        return memory.condition_holds(condition, state, {**base_variables(), "state": memory.visible(state)})
+
     target = origin
     variables: dict[str, Any] = {}
     try:
-        target = decide(origin, bot.stages[origin], message, classify=classify).stage
+        decision = decide(origin, bot.stages[origin], message, classify=classify, check=check)
+        target = decision.stage
         stage = bot.stages[target]
+        match = memory.match_namespace(memory.regex_groups(decision.groups))
+        if decision.transition is not None:
+            state = memory.cleared(state, stage.clear)
+            index = bot.stages[origin].transitions.index(decision.transition)
+            state = _remember(
+                bot,
+                decision.transition.assign,
+                {**base_variables(), "state": memory.visible(state), "match": match},
+                state,
+                ("stages", origin, "transitions", index, "set"),
+            )
         variables = runtime.variables.fetch(
             conversation, message, stage_name=target, stage=stage, now=now, history=history
         )
+        variables |= {"state": memory.visible(state), "match": match}
+        if stage.assign:
+            state = _remember(bot, stage.assign, variables, state, ("stages", target, "set"))
+            variables["state"] = memory.visible(state)
         text = _answer(runtime, stage, variables, user_text, history, trace)
         replies = _compose(bot, stage, text, conversation.channel)
         stage_after = stage.next or target
         mode = "human" if stage.handoff else "bot"
-    except (AIError, ProviderError, TemplateError) as exc:
+    except (AIError, ProviderError, TemplateError, StateError) as exc:
         log.warning("turn of conversation %s failed at stage %s: %s", conversation.id, target, exc)
         trace.errors.append(f"{type(exc).__name__}: {exc}")
         text = _error_reply(runtime, conversation, message, current, target, now, trace)
         replies = _compose(bot, None, text, conversation.channel)
         stage_after = origin
         mode = "bot"
+        state = state_before
 
     record = TurnRecord(
         started_at=now,
@@ -153,14 +190,35 @@ def handle_turn(
         bot_version=bot.version,
         replies=[reply.to_json() for reply in replies],
         error="; ".join(trace.errors) or None,
+        state_before=state_before,
+        state_after=state,
     )
     change = ConversationChange(
         stage=stage_after,
-        state=dict(conversation.state) if not restarted else {},
+        state=state,
         mode=mode,
         session_started_at=session_started_at,
     )
     return TurnResult(tuple(replies), change, record)
+
+
+def _remember(
+    bot: BotDefinition,
+    assign: dict[str, Any],
+    variables: dict[str, Any],
+    state: dict[str, Any],
+    path: tuple[str | int, ...],
+) -> dict[str, Any]:
+    """``state`` after a ``set:`` at ``path`` in stages.yaml (errors name that place)."""
+    if not assign:
+        return state
+
+    def where(name: str | None) -> str:
+        full = path if name is None else (*path, name)
+        location = bot.location(full)
+        return str(location) if location is not None else ".".join(map(str, full))
+
+    return memory.apply(state, memory.evaluate_set(assign, variables, where=where), where=where(None))
 
 
 def _session_expired(
