@@ -75,4 +75,5 @@ class Metrics:
 @metrics.get("/metrics")
 def export() -> Response:
     """The Prometheus text exposition format."""
-    return Response(generate_latest(web_state(current_app).metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask appends "; charset=utf-8" to a mimetype, and this one already has it.
+    return Response(generate_latest(web_state(current_app).metrics.registry), content_type=CONTENT_TYPE_LATEST)
