@@ -2,24 +2,67 @@
 
 Each command lives in its own module and imports its heavy dependencies (SQLAlchemy, Flask, OpenAI) inside the
 function body, so that ``chatops --help`` stays fast.
+
+The global options are declared once, on :func:`main_options`. Every command accepts them too (``chatops simulate
+--stages x`` as well as ``chatops --stages x simulate``): the group copies those declarations onto each command,
+and a command puts the values given after it over the ones given before it.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from chatops import __version__
 from chatops.cli import output
+from chatops.cli.choices import choice_metavar, choice_parser
 from chatops.errors import ChatopsError, ConfigError
+
+GLOBAL_OPTIONS_PANEL = "Global options (also accepted before the command)"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# A command's copy of a global option is named apart (a command may have its own `stages` argument).
+_GLOBAL = "global_option_"
+
+
+def _global_names(params: dict[str, Any]) -> list[str]:
+    return [name.removeprefix(_GLOBAL) for name in params if name.startswith(_GLOBAL)]
+
+
+class _Command(TyperCommand):
+    """A command that also takes the global options; given here, they override the same option given before it."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer.Context is its click Context
+        given = {name: ctx.params.pop(_GLOBAL + name) for name in _global_names(ctx.params)}
+        root = ctx.find_root()
+        root.obj = {**(root.obj or {}), **{name: value for name, value in given.items() if value is not None}}
+        return super().invoke(ctx)
 
 
 class _ErrorBoundary(TyperGroup):
-    """Turns our own errors into ``Error: …`` + ``Hint: …`` on stderr; anything else is a bug: traceback."""
+    """Turns our own errors into ``Error: …`` + ``Hint: …`` on stderr; anything else is a bug: traceback.
+
+    Also gives every command the group's own options (the global options), listed in their help under
+    ``GLOBAL_OPTIONS_PANEL``.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        shared = [param for param in self.params if param.name and param.name != "help"]
+        for command in self.commands.values():
+            assert isinstance(command, _Command), f"register {command.name} with cls=_Command"
+            taken = {opt for param in command.params for opt in param.opts}
+            clash = taken.intersection(opt for param in shared for opt in param.opts)
+            assert not clash, f"{command.name} redefines the global options {sorted(clash)}"
+            for param in shared:
+                own = copy.copy(param)
+                own.name = _GLOBAL + str(param.name)
+                own.rich_help_panel = GLOBAL_OPTIONS_PANEL  # type: ignore[attr-defined]  # a TyperOption's
+                command.params.append(own)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer.Context is its click Context
         try:
@@ -57,7 +100,13 @@ def main_options(
         typer.Option("--database-url", help="SQLAlchemy URL (default: $CHATOPS_DATABASE_URL or sqlite:///chatops.db)."),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: INFO).")
+        str | None,
+        typer.Option(
+            "--log-level",
+            parser=choice_parser(LOG_LEVELS),
+            metavar=choice_metavar(LOG_LEVELS),
+            help="Log level, any case (default: $CHATOPS_LOG_LEVEL or INFO).",
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -65,13 +114,10 @@ def main_options(
 ) -> None:
     """Run a chatbot business on WhatsApp and Facebook Messenger.
 
-    Settings come from CHATOPS_* environment variables (or .env); these options override them.
+    Settings come from CHATOPS_* environment variables (or .env); these options override them. They may also be
+    given after the command, where they win over the same option given before it.
     """
-    ctx.obj = {
-        "stages": stages,
-        "database_url": database_url,
-        "log_level": log_level.upper() if log_level else None,
-    }
+    ctx.obj = {"stages": stages, "database_url": database_url, "log_level": log_level}
 
 
 def settings_from(ctx: typer.Context, **overrides: Any) -> Any:
@@ -100,11 +146,11 @@ def _register() -> None:
     from chatops.cli.serve import serve_command, worker_command
     from chatops.cli.simulate import simulate_command
 
-    app.command("serve")(serve_command)
-    app.command("worker")(worker_command)
-    app.command("migrate")(migrate_command)
-    app.command("lint-templates")(lint_templates_command)
-    app.command("simulate")(simulate_command)
+    app.command("serve", cls=_Command)(serve_command)
+    app.command("worker", cls=_Command)(worker_command)
+    app.command("migrate", cls=_Command)(migrate_command)
+    app.command("lint-templates", cls=_Command)(lint_templates_command)
+    app.command("simulate", cls=_Command)(simulate_command)
 
 
 _register()

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from chatops.cli import output
+from chatops.cli.choices import choice_metavar, choice_parser
 
 
 class LintFormat(StrEnum):
@@ -34,7 +35,13 @@ def lint_templates_command(
         typer.Option("--templates", help="Templates folder (default: $CHATOPS_TEMPLATES or templates/ beside it)."),
     ] = None,
     output_format: Annotated[
-        LintFormat, typer.Option("--format", help="text, json (a list of findings) or github (annotations).")
+        LintFormat,
+        typer.Option(
+            "--format",
+            parser=choice_parser(LintFormat),
+            metavar=choice_metavar(LintFormat),
+            help="text, json (a list of findings) or github (annotations).",
+        ),
     ] = LintFormat.text,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
 ) -> None:

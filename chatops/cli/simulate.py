@@ -14,6 +14,7 @@ import typer
 from rich.text import Text
 
 from chatops.cli import output
+from chatops.cli.choices import choice_metavar, choice_parser
 
 if TYPE_CHECKING:
     from chatops.channels.events import Channel
@@ -33,9 +34,15 @@ def simulate_command(
     message: Annotated[
         str | None, typer.Argument(metavar="MESSAGE", help="What the user writes.", show_default=False)
     ] = None,
-    channel: Annotated[ChannelName, typer.Option("--channel", help="Which channel the user writes on.")] = (
-        ChannelName.whatsapp
-    ),
+    channel: Annotated[
+        ChannelName,
+        typer.Option(
+            "--channel",
+            parser=choice_parser(ChannelName),
+            metavar=choice_metavar(ChannelName),
+            help="Which channel the user writes on.",
+        ),
+    ] = ChannelName.whatsapp,
     button: Annotated[
         str | None, typer.Option("--button", metavar="ID", help="Press the button (or list row) with this id.")
     ] = None,
