@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,32 @@ def test_worker_reports_an_invalid_bot_with_its_location(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: stages.yaml:5:10:")
     assert "welcom" in result.stderr
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def test_serve_on_a_port_in_use_says_so_without_a_traceback(busy_port: int) -> None:
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+    result = runner.invoke(app, ["serve", "--port", str(busy_port)])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr.splitlines()[-2:] == [
+        f"Error: cannot listen on 127.0.0.1:{busy_port}: the port is already in use",
+        "Hint: stop the other server, or choose another port with --port (0 picks a free one)",
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_an_address_this_machine_does_not_have() -> None:
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+    result = runner.invoke(app, ["serve", "--host", "203.0.113.5", "--port", "8000"])  # TEST-NET-3, never local
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr.splitlines()[-2:] == [
+        "Error: cannot listen on 203.0.113.5:8000: no network interface of this machine has the address 203.0.113.5",
+        "Hint: use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --host",
+    ]

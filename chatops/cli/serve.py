@@ -46,7 +46,10 @@ def serve_command(
     app = create_app(settings, bot, db=db, insecure_skip_signature=insecure_skip_signature)
     background = None if no_workers else _background(settings, bot, db, workers=workers, app=app)
 
-    def banner(bound_host: str, bound_port: int) -> None:
+    def ready(bound_host: str, bound_port: int) -> None:
+        # Workers start once the port is ours: a server that cannot listen must not take conversations first.
+        if background is not None:
+            background.start()
         _banner(settings, bot, db, base=f"http://{bound_host}:{bound_port}", workers=0 if no_workers else workers)
 
     def shutdown() -> None:
@@ -54,9 +57,7 @@ def serve_command(
             background.stop()
         db.dispose()
 
-    if background is not None:
-        background.start()
-    run_server(app, host=host, port=port, threads=threads, on_ready=banner, on_shutdown=shutdown)
+    run_server(app, host=host, port=port, threads=threads, on_ready=ready, on_shutdown=shutdown)
 
 
 def worker_command(

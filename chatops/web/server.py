@@ -11,6 +11,7 @@ headers arrive; a body between the limit and twice it is still read and answered
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import threading
@@ -18,7 +19,10 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from waitress.server import create_server
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+from waitress.task import ThreadedTaskDispatcher
+
+from chatops.errors import ChatopsError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,53 @@ WAITRESS_DEFAULT_BODY_LIMIT = 1024**3  # waitress' own default (1 GB)
 
 class _Stop(Exception):
     """Raised in the main thread by the signal handler to leave waitress' loop."""
+
+
+def _bind(app: Any, *, host: str, port: int, threads: int, **adjustments: Any) -> MultiSocketServer | BaseWSGIServer:
+    """A waitress server listening on ``host:port`` (``adjustments``: more waitress settings).
+
+    Raises ChatopsError saying why it cannot listen there.
+    """
+    where = f"{host}:{port}"
+    # Our own socket map and dispatcher: waitress leaves its sockets open and its threads running when it cannot
+    # bind; with these the failure leaves nothing behind, and the request threads start once the port is ours.
+    sockets: dict[int, Any] = {}
+    dispatcher = ThreadedTaskDispatcher()
+    try:
+        server = create_server(
+            app, map=sockets, _dispatcher=dispatcher, host=host, port=port, ident="chatops", **adjustments
+        )
+    except (ValueError, OSError) as exc:
+        for leftover in list(sockets.values()):
+            leftover.close()
+        raise _bind_error(exc, host=host, where=where) from None
+    dispatcher.set_thread_count(threads)
+    return server
+
+
+def _bind_error(exc: Exception, *, host: str, where: str) -> ChatopsError:
+    if isinstance(exc, ValueError):  # waitress' "Invalid host/port specified.": the name does not resolve
+        return ChatopsError(
+            f"cannot listen on {where}: the host {host!r} does not resolve to an address of this machine",
+            hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --host",
+        )
+    code = getattr(exc, "errno", None)
+    if code == errno.EADDRINUSE:
+        return ChatopsError(
+            f"cannot listen on {where}: the port is already in use",
+            hint="stop the other server, or choose another port with --port (0 picks a free one)",
+        )
+    if code == errno.EADDRNOTAVAIL:
+        return ChatopsError(
+            f"cannot listen on {where}: no network interface of this machine has the address {host}",
+            hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --host",
+        )
+    if code == errno.EACCES:
+        return ChatopsError(
+            f"cannot listen on {where}: permission denied",
+            hint="ports below 1024 need privileges: use --port 8000 behind a reverse proxy",
+        )
+    return ChatopsError(f"cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def run_server(
@@ -46,9 +97,7 @@ def run_server(
     # waitress warns "Task queue depth is N" for every request queued behind busy threads: under a burst that is
     # one line per request, which floods the log without saying anything /metrics and latency do not.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    server = create_server(
-        app, host=host, port=port, threads=threads, ident="chatops", max_request_body_size=_body_limit(app)
-    )
+    server = _bind(app, host=host, port=port, threads=threads, max_request_body_size=_body_limit(app))
     bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
     stopping = threading.Event()
 
