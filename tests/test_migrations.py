@@ -5,17 +5,20 @@ from __future__ import annotations
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from chatops.cli.app import app
+from chatops.config.settings import mask_url
 from chatops.db.connect import create_db_engine
-from chatops.db.migrate import head_revision, migration_status
+from chatops.db.migrate import head_revision, history, migration_status
 from chatops.db.tables import metadata
 
 runner = CliRunner()
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def chatops(*args: str) -> tuple[int, str, str]:
@@ -57,7 +60,7 @@ def test_status_exit_code_follows_pending(empty_database_url: str) -> None:
 
 def test_round_trip_to_base_and_back(empty_database_url: str) -> None:
     chatops("--database-url", empty_database_url, "migrate")
-    code, out, _ = chatops("--database-url", empty_database_url, "migrate", "--to", "base")
+    code, out, _ = chatops("--database-url", empty_database_url, "migrate", "--to", "base", "--yes")
     assert code == 0
     assert f"Reverted {head_revision()}" in out
     assert tables_in(empty_database_url) <= {"alembic_version"}
@@ -67,6 +70,29 @@ def test_round_trip_to_base_and_back(empty_database_url: str) -> None:
     engine = create_db_engine(empty_database_url)
     assert migration_status(engine).up_to_date
     engine.dispose()
+
+
+def test_a_downgrade_says_what_it_would_drop_and_needs_yes(empty_database_url: str) -> None:
+    chatops("--database-url", empty_database_url, "migrate")
+    engine = create_db_engine(empty_database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(metadata.tables["conversations"]).values(
+                channel="whatsapp", account_id="1", user_id="2", state={}, created_at=NOW, updated_at=NOW
+            )
+        )
+    engine.dispose()
+    code, out, err = chatops("--database-url", empty_database_url, "migrate", "--to", "base")
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"Downgrading {mask_url(empty_database_url)} from {head_revision()} to base reverts:",
+        *[f"  {revision.id}  {revision.message}" for revision in history()[::-1]],
+        "and drops these tables with every row in them:",
+        *[f"  {name} ({'1 row' if name == 'conversations' else '0 rows'})" for name in sorted(metadata.tables)],
+        "Error: a downgrade deletes data: it needs --yes",
+        "Hint: back up the database first, then run `chatops migrate --to base --yes`",
+    ]
+    assert tables_in(empty_database_url) >= set(metadata.tables)  # nothing dropped
 
 
 def test_unknown_revision_is_a_clear_error(empty_database_url: str) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chatops.cli import output
+
+if TYPE_CHECKING:
+    from chatops.db.migrate import MigrationPlan
 
 
 def migrate_command(
@@ -16,8 +20,13 @@ def migrate_command(
     to: Annotated[str, typer.Option("--to", help="Target revision: head, base or an id (up or down).")] = "head",
     sql: Annotated[bool, typer.Option("--sql", help="Print the SQL from empty to --to; touch nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Confirm a downgrade (it drops tables and their data).")
+    ] = False,
 ) -> None:
     """Upgrade the database schema to the latest revision (or --to REV).
+
+    A downgrade asks first on a terminal and needs --yes anywhere else.
 
     Example: chatops migrate --status   (exit 1 when migrations are pending, for deploy scripts)
     """
@@ -63,7 +72,11 @@ def migrate_command(
             if not state.up_to_date:
                 raise typer.Exit(1)
             return
-        direction, steps = migrations.migrate(engine, to=to)
+        plan = migrations.plan_migration(engine, to=to)
+        confirmed = [revision.id for revision in plan.steps] if plan.direction == "downgrade" else []
+        if confirmed and not yes:
+            _confirm_downgrade(plan, database=mask_url(settings.database_url), to=to)
+        direction, steps = migrations.migrate(engine, to=to, allow_downgrade=confirmed)
         if as_json:
             output.print_json({"direction": direction, "revisions": [r.id for r in steps]})
         elif not steps:
@@ -74,3 +87,24 @@ def migrate_command(
                 output.info(f"{verb} {revision.id}  {revision.message}", style="green")
     finally:
         engine.dispose()
+
+
+def _confirm_downgrade(plan: MigrationPlan, *, database: str, to: str) -> None:
+    """Say what the downgrade would undo and drop; ask on a terminal, else stop (exit 1) asking for --yes."""
+    lines = [f"Downgrading {database} from {plan.current} to {plan.target} reverts:"]
+    lines += [f"  {revision.id}  {revision.message}" for revision in plan.steps]
+    if plan.dropped_tables:
+        lines.append("and drops these tables with every row in them:")
+        lines += [f"  {name} ({rows:,} row{'' if rows == 1 else 's'})" for name, rows in plan.dropped_tables]
+    for line in lines:
+        output.stderr.print(line, markup=False)
+    if sys.stdin.isatty():
+        if not typer.confirm("Downgrade?", default=False, err=True):
+            output.error("not confirmed: nothing was changed")
+            raise typer.Exit(1)
+        return
+    output.error(
+        "a downgrade deletes data: it needs --yes",
+        hint=f"back up the database first, then run `chatops migrate --to {to} --yes`",
+    )
+    raise typer.Exit(1)

@@ -8,7 +8,8 @@ the schema is applied once. On SQLite the ``BEGIN IMMEDIATE`` of each transactio
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import re
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
 from chatops.db.connect import parse_database_url, storage_error
-from chatops.errors import SchemaOutOfDateError, StorageError
+from chatops.errors import ChatopsError, SchemaOutOfDateError, StorageError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # An arbitrary constant that names "chatops schema migration" among the server's advisory locks.
@@ -125,17 +126,72 @@ def _migration_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         raise storage_error(engine, exc) from None
 
 
-def migrate(engine: sa.Engine, *, to: str = "head") -> tuple[str, list[Revision]]:
+@dataclass(frozen=True)
+class MigrationPlan:
+    """What ``migrate(to=…)`` would do now: ``steps`` in the order they would run; for a downgrade, the tables it
+    would drop with their row counts."""
+
+    current: str | None
+    target: str
+    direction: str
+    steps: tuple[Revision, ...]
+    dropped_tables: tuple[tuple[str, int], ...] = ()
+
+
+def plan_migration(engine: sa.Engine, *, to: str = "head") -> MigrationPlan:
+    """What migrating to ``to`` would do, without doing it. Raises StorageError like :func:`migrate`."""
+    target = _resolve(to)
+    try:
+        with engine.connect() as connection:
+            current = _current(connection)
+            direction, steps = _plan(current, target)
+            dropped: tuple[tuple[str, int], ...] = ()
+            if direction == "downgrade":
+                kept = _tables_at(engine, target)
+                names = sorted(set(sa.inspect(connection).get_table_names()) - kept - {"alembic_version"})
+                dropped = tuple((name, _count_rows(connection, name)) for name in names)
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(engine, exc) from None
+    return MigrationPlan(current, target, direction, tuple(steps), dropped)
+
+
+def _tables_at(engine: sa.Engine, target: str) -> set[str]:
+    """The tables the migrations create up to ``target`` (read from their offline SQL, so nothing runs)."""
+    if target == "base":
+        return set()
+    config = _config()
+    config.attributes["url"] = engine.url
+    command.upgrade(config, target, sql=True)
+    buffer = config.output_buffer
+    assert isinstance(buffer, io.StringIO)
+    return set(re.findall(r"^CREATE TABLE \"?(\w+)", buffer.getvalue(), re.MULTILINE))
+
+
+def _count_rows(connection: sa.Connection, table: str) -> int:
+    return int(connection.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar_one())
+
+
+def migrate(
+    engine: sa.Engine, *, to: str = "head", allow_downgrade: Collection[str] | None = None
+) -> tuple[str, list[Revision]]:
     """Move the schema to revision ``to`` (``head``, ``base`` or an id, up or down).
 
-    Returns the direction (``upgrade``, ``downgrade`` or ``none``) and the revisions applied or reverted, in the
-    order they ran. Raises StorageError for an unknown revision or an unreachable database.
+    A downgrade (it drops tables and columns, and the data in them) runs only when every revision it reverts is in
+    ``allow_downgrade`` (the ids the operator agreed to, e.g. from :func:`plan_migration`). Returns the direction
+    (``upgrade``, ``downgrade`` or ``none``) and the revisions applied or reverted, in the order they ran. Raises
+    StorageError for an unknown revision or an unreachable database, ChatopsError for a downgrade not allowed.
     """
     config = _config()
     with _migration_lock(engine) as connection, connection.begin():
         current = _current(connection)
         target = _resolve(to)
         direction, steps = _plan(current, target)
+        if direction == "downgrade" and not {r.id for r in steps} <= set(allow_downgrade or ()):
+            raise ChatopsError(
+                f"refusing to downgrade from {current} to {target}: "
+                f"reverting {', '.join(r.id for r in steps)} was not confirmed",
+                hint="nothing was changed; the database may have moved meanwhile: look again and confirm",
+            )
         if steps:
             config.attributes["connection"] = connection
             if direction == "upgrade":
