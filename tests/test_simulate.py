@@ -370,7 +370,17 @@ def test_url_posts_to_a_running_server(
     refused = simulate("hi", "--url", url)
     assert refused.exit_code == 1
     assert refused.stdout == f"POST {url} → HTTP 403\n"
-    assert "Error: the server refused the webhook: X-Hub-Signature-256 does not match the body" in refused.stderr
+    assert refused.stderr == (
+        "Error: the server refused the webhook: X-Hub-Signature-256 does not match the body\n"
+        "Hint: the server checks signatures with its own app secret: set CHATOPS_WHATSAPP_APP_SECRET here to the "
+        "server's value\n"
+    )
+    monkeypatch.setenv("CHATOPS_MESSENGER_APP_SECRET", "server-secret")
+    off = simulate("hi", "--url", url, "--channel", "messenger")
+    assert off.exit_code == 1
+    assert off.stderr.splitlines()[-1] == (
+        f"Hint: the server has no messenger credentials (that webhook is off there), or {url} is not chatops"
+    )
 
     monkeypatch.setenv("CHATOPS_WHATSAPP_APP_SECRET", "server-secret")
     result = simulate("where is my order?", "--url", url, "--timeout", "10")

@@ -230,7 +230,8 @@ class _Printer:
             style = "green" if result.webhook_status == 200 else "bold red"
             output.info(f"POST {remote} → HTTP {result.webhook_status}", style=style)
         if result.webhook_status != 200:
-            output.error(result.note or f"HTTP {result.webhook_status}")
+            hint = _refusal_hint(result, remote) if remote is not None else None
+            output.error(result.note or f"HTTP {result.webhook_status}", hint=hint)
             return
         if not (self.lines and sys.stdin.isatty()):  # a terminal already shows what was typed
             output.info(f"{result.user_name or result.user_id}: {_describe(result.sent)}", style="bold")
@@ -269,6 +270,21 @@ class _Printer:
             output.info(f"  (--button {' | '.join(b.id for b in buttons)})", style="dim")
         if reply.status == "failed":
             output.info(f"  (not sent: {reply.error})", style="yellow")
+
+
+def _refusal_hint(result: SimulationResult, server: str) -> str:
+    """What to do when the server at ``server`` answered the webhook with something else than 200."""
+    secret = f"CHATOPS_{result.channel.upper()}_APP_SECRET"
+    status = result.webhook_status
+    if status in (401, 403):
+        return f"the server checks signatures with its own app secret: set {secret} here to the server's value"
+    if status == 404:
+        return f"the server has no {result.channel} credentials (that webhook is off there), or {server} is not chatops"
+    if status == 413:
+        return "the webhook is larger than the server's CHATOPS_MAX_BODY_BYTES"
+    if status == 503:
+        return "the server cannot use its database right now: see its log and /readyz"
+    return "see the server's log"
 
 
 def _describe(sent: UserInput) -> str:
