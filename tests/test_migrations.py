@@ -137,7 +137,7 @@ def test_unreachable_database_names_host_not_password() -> None:
 def test_malformed_url_is_a_usage_error() -> None:
     code, _, err = chatops("--database-url", "mysql://app@db/chatops", "migrate")
     assert code == 2
-    assert err.startswith("Error: CHATOPS_DATABASE_URL: expected sqlite:///path/to.db")
+    assert err.startswith("Error: --database-url: expected sqlite:///path/to.db")
 
 
 def test_migrations_build_exactly_the_tables_the_code_uses(database_url: str) -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from chatops.cli.app import app
 from chatops.config.settings import load_settings, mask_url
 from chatops.errors import ConfigError
+from tests.conftest import ROOT
+
+runner = CliRunner()
 
 
 def test_defaults_match_design() -> None:
@@ -43,11 +49,31 @@ def test_secrets_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("CHATOPS_DATABASE_URL", "mysql://x@h/db", "CHATOPS_DATABASE_URL: expected sqlite:///path/to.db or postgresql"),
-        ("CHATOPS_GRAPH_API_URL", "graph.facebook.com", "CHATOPS_GRAPH_API_URL: expected an http:// or https:// URL"),
-        ("CHATOPS_LOG_LEVEL", "LOUD", "CHATOPS_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
-        ("CHATOPS_DEBOUNCE_SECONDS", "-1", "CHATOPS_DEBOUNCE_SECONDS: Input should be greater than or equal to 0"),
-        ("OPENAI_BASE_URL", "localhost:8080", "OPENAI_BASE_URL: expected an http:// or https:// URL"),
+        (
+            "CHATOPS_DATABASE_URL",
+            "mysql://x@h/db",
+            "CHATOPS_DATABASE_URL in the environment: expected sqlite:///path/to.db or postgresql",
+        ),
+        (
+            "CHATOPS_GRAPH_API_URL",
+            "graph.facebook.com",
+            "CHATOPS_GRAPH_API_URL in the environment: expected an http:// or https:// URL",
+        ),
+        (
+            "CHATOPS_LOG_LEVEL",
+            "LOUD",
+            "CHATOPS_LOG_LEVEL in the environment: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR' (got 'LOUD')",
+        ),
+        (
+            "CHATOPS_DEBOUNCE_SECONDS",
+            "-1",
+            "CHATOPS_DEBOUNCE_SECONDS in the environment: Input should be greater than or equal to 0 (got '-1')",
+        ),
+        (
+            "OPENAI_BASE_URL",
+            "localhost:8080",
+            "OPENAI_BASE_URL in the environment: expected an http:// or https:// URL",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -58,6 +84,98 @@ def test_bad_values_name_the_variable(
         load_settings()
     assert str(caught.value).startswith(expected)
     assert caught.value.hint == "see docs/configuration.md"
+
+
+# Through the CLI: where a bad value came from, unknown names, and settings a command does not use ------------------
+
+
+@pytest.fixture
+def example_bot(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "stages.yaml", tmp_path / "stages.yaml")
+    for folder in ("templates", "data"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path
+
+
+def test_a_bad_value_says_where_it_came_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    Path(".env").write_text("# local settings\nCHATOPS_DEBOUNCE_SECONDS=soon\nCHATOPS_TURN_MAX_ATTEMPTS=0\n")
+    result = runner.invoke(app, ["worker"])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: CHATOPS_DEBOUNCE_SECONDS in {tmp_path}/.env:2: Input should be a valid number, unable to parse "
+        "string as a number (got 'soon')\n"
+        f"Hint: see docs/configuration.md; also malformed: CHATOPS_TURN_MAX_ATTEMPTS in {tmp_path}/.env:3\n",
+    )
+    monkeypatch.setenv("CHATOPS_DEBOUNCE_SECONDS", "-1")  # the environment wins over .env
+    result = runner.invoke(app, ["worker"])
+    assert result.stderr.splitlines()[0] == (
+        "Error: CHATOPS_DEBOUNCE_SECONDS in the environment: Input should be greater than or equal to 0 (got '-1')"
+    )
+    result = runner.invoke(app, ["migrate", "--database-url", "mysql://app:hunter2@db/chatops"])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "Error: --database-url: expected sqlite:///path/to.db or postgresql://user:password@host:port/database\n"
+        "Hint: see docs/configuration.md\n",
+    )
+
+
+def test_secrets_and_urls_are_never_repeated_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATOPS_DATABASE_URL", "mysql://app:hunter2@db/chatops")
+    result = runner.invoke(app, ["migrate"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: CHATOPS_DATABASE_URL in the environment: expected sqlite:///")
+    assert "hunter2" not in result.stderr
+
+
+def test_unknown_chatops_names_are_warned_once_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch, example_bot: Path
+) -> None:
+    monkeypatch.setenv("CHATOPS_DEBOUNCE_SECONDZ", "2")
+    monkeypatch.setenv("CHATOPS_COLOUR", "blue")
+    Path(".env").write_text("CHATOPS_STAGE=shop.yaml\nexport CHATOPS_LOG_LEVEL=INFO\nnot a setting line\nOTHER=1\n")
+    result = runner.invoke(app, ["lint-templates"])
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [
+        "Warning: CHATOPS_DEBOUNCE_SECONDZ in the environment is not a chatops setting and is ignored; "
+        "did you mean CHATOPS_DEBOUNCE_SECONDS?",
+        "Warning: CHATOPS_COLOUR in the environment is not a chatops setting and is ignored; "
+        "the settings are in docs/configuration.md",
+        f"Warning: CHATOPS_STAGE in {example_bot}/.env:1 is not a chatops setting and is ignored; "
+        "did you mean CHATOPS_STAGES?",
+        f"Warning: {example_bot}/.env:3 is not NAME=value and is ignored",
+    ]
+
+
+def test_commands_do_not_fail_on_settings_they_do_not_use(monkeypatch: pytest.MonkeyPatch, example_bot: Path) -> None:
+    monkeypatch.setenv("CHATOPS_DATABASE_URL", "postgres:/broken")
+    monkeypatch.setenv("CHATOPS_TURN_MAX_ATTEMPTS", "0")
+    monkeypatch.setenv("CHATOPS_GRAPH_API_URL", "graph.facebook.com")
+    result = runner.invoke(app, ["lint-templates"])
+    assert (result.exit_code, result.stderr) == (0, "")
+    monkeypatch.setenv("CHATOPS_DATABASE_URL", "sqlite:///ok.db")
+    result = runner.invoke(app, ["migrate"])
+    assert (result.exit_code, result.stderr) == (0, "")
+    result = runner.invoke(app, ["worker"])  # the worker uses them all
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: CHATOPS_GRAPH_API_URL in the environment: expected an http://")
+
+
+def test_help_never_reads_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_bytes(b"CHATOPS_STAGES=\xff\xfe\n")
+    monkeypatch.setenv("CHATOPS_LOG_LEVEL", "LOUD")
+    for args in (["--help"], ["serve", "--help"], ["lint-templates", "--help"], ["--version"]):
+        result = runner.invoke(app, args)
+        assert (result.exit_code, result.stderr) == (0, ""), args
+
+
+def test_a_dotenv_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    Path(".env").write_bytes(b"CHATOPS_STAGES=caf\xe9.yaml\n")
+    result = runner.invoke(app, ["lint-templates"])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {tmp_path}/.env is not UTF-8 text (invalid continuation byte at byte 18)\n"
+        "Hint: save it as UTF-8; chatops reads settings from it (see docs/configuration.md)\n",
+    )
 
 
 def test_phone_number_allow_list_is_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:

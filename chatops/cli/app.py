@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -22,6 +23,9 @@ from chatops import __version__
 from chatops.cli import output
 from chatops.cli.choices import choice_metavar, choice_parser
 from chatops.errors import ChatopsError, ConfigError
+
+if TYPE_CHECKING:
+    from chatops.config.settings import Settings
 
 GLOBAL_OPTIONS_PANEL = "Global options (also accepted before the command)"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -120,17 +124,22 @@ def main_options(
     ctx.obj = {"stages": stages, "database_url": database_url, "log_level": log_level}
 
 
-def settings_from(ctx: typer.Context, **overrides: Any) -> Any:
+def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **overrides: Any) -> Settings:
     """The process settings: environment and ``.env``, then global flags, then the command's ``overrides``.
 
-    Also sets up logging at the configured level. Raises ConfigError (exit 2) for a malformed value.
+    ``uses`` names the settings the command needs (default: all): a malformed value of another one is no error.
+    Warns on stderr about ``CHATOPS_*`` names that are no setting, then sets up logging at the configured level.
+    Raises ConfigError (exit 2) for a malformed value.
     """
-    from chatops.config.settings import load_settings
+    from chatops.config.settings import configuration_warnings, load_settings
 
     root = ctx.find_root()
     given = {**(root.obj or {})}
     given.update({key: value for key, value in overrides.items() if value is not None})
-    settings = load_settings(**given)
+    for warning in configuration_warnings():
+        output.warning(warning)
+    labels = {name: "--" + name.replace("_", "-") for name in given}  # every override comes from a flag
+    settings = load_settings(uses=uses, labels=labels, **given)
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -55,7 +55,7 @@ def lint_templates_command(
     from chatops.config.bot import display_path
     from chatops.templating.lint import format_github, format_json, format_text, lint_bot
 
-    settings = settings_from(ctx, templates=templates)
+    settings = settings_from(ctx, uses=("stages", "templates", "log_level"), templates=templates)
     # The argument wins over --stages/CHATOPS_STAGES; templates then default to the folder beside it.
     path = stages if stages is not None else settings.stages
     folder = settings.templates if settings.templates is not None else path.parent / "templates"

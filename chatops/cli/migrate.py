@@ -32,7 +32,7 @@ def migrate_command(
     """
     from chatops.cli.app import settings_from
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, uses=("database_url", "log_level"))
     from chatops.db import migrate as migrations
 
     if history:

@@ -3,15 +3,25 @@
 Create one :class:`Settings` per process (``load_settings()``) and pass it down. Secrets are
 ``SecretStr`` so that they never show in reprs, logs or ``--json`` output; database URLs are shown
 through :func:`mask_url`.
+
+A malformed value is a ConfigError that names the variable and where its value came from (the environment, a line
+of ``.env``, or a flag). ``load_settings(uses=…)`` fails only on the settings a caller uses (the others keep
+their defaults), and :func:`configuration_warnings` lists ``CHATOPS_*`` names that are no setting (typos).
 """
 
 from __future__ import annotations
 
+import difflib
+import io
+import logging
+import os
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dotenv.parser import parse_stream
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -19,6 +29,9 @@ from chatops.errors import ConfigError
 
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com/v25.0"
 _URL_SCHEMES = ("sqlite", "postgresql", "postgres")
+ENV_FILE = Path(".env")
+# CHATOPS_* names that the test suite and the benchmarks read, not chatops: never reported as unknown settings.
+NOT_SETTINGS = frozenset({"CHATOPS_TEST_DATABASE_URL", "CHATOPS_REQUIRE_POSTGRES", "CHATOPS_BENCH_DATABASE_URL"})
 
 
 class Settings(BaseSettings):
@@ -26,7 +39,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="CHATOPS_",
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
@@ -141,26 +154,138 @@ def channel_credentials(settings: Settings, channel: str) -> ChannelCredentials:
     )
 
 
-def _env_name(loc: tuple[int | str, ...]) -> str:
-    field = str(loc[0]) if loc else "?"
-    if field.isupper():  # reported under its alias, e.g. OPENAI_BASE_URL
-        return field
-    return f"CHATOPS_{field.upper()}"
+def env_names(field: str) -> tuple[str, ...]:
+    """The variables a setting is read from, first the documented one (``CHATOPS_X``, or the OpenAI SDK's name)."""
+    choices = getattr(Settings.model_fields[field].validation_alias, "choices", None)
+    return tuple(str(choice) for choice in choices) if choices else (f"CHATOPS_{field.upper()}",)
 
 
-def load_settings(**overrides: Any) -> Settings:
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else ""
+    for field in Settings.model_fields:
+        if name == field or name in env_names(field):
+            return field
+    return name
+
+
+@dataclass(frozen=True)
+class _DotEnv:
+    """The ``.env`` file as chatops sees it: where each name is set, and the lines that are no ``NAME=value``."""
+
+    path: Path
+    lines: Mapping[str, int]  # upper-cased name → line number
+    values: Mapping[str, str | None]
+    unreadable: tuple[int, ...]
+
+
+def _read_dotenv(path: Path) -> _DotEnv | None:
+    """Parse ``.env`` like pydantic-settings does (python-dotenv). Raises ConfigError when it is not UTF-8 text."""
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path.resolve()} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint="save it as UTF-8; chatops reads settings from it (see docs/configuration.md)",
+        ) from None
+    lines: dict[str, int] = {}
+    values: dict[str, str | None] = {}
+    unreadable: list[int] = []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            unreadable.append(binding.original.line)
+        elif binding.key is not None:
+            lines[binding.key.upper()] = binding.original.line
+            values[binding.key.upper()] = binding.value
+    return _DotEnv(path.resolve(), lines, values, tuple(unreadable))
+
+
+def _origin(field: str, dotenv: _DotEnv | None) -> tuple[str, str | None, str]:
+    """Where ``field``'s value came from: (variable, value, ``in the environment`` or ``in /path/.env:LINE``)."""
+    environment = {name.upper(): value for name, value in os.environ.items()}
+    for name in env_names(field):  # the environment wins over .env, as in pydantic-settings
+        if name.upper() in environment:
+            return name, environment[name.upper()], "in the environment"
+    for name in env_names(field):
+        if dotenv is not None and name.upper() in dotenv.lines:
+            return name, dotenv.values[name.upper()], f"in {dotenv.path}:{dotenv.lines[name.upper()]}"
+    return env_names(field)[0], None, "(default)"
+
+
+def _shows_value(field: str) -> bool:
+    """Whether an error may repeat the value: never a secret, nor a URL (it may hold a password)."""
+    info = Settings.model_fields[field]
+    return "SecretStr" not in repr(info.annotation) and not field.endswith(("_url", "_storage"))
+
+
+def _problem(
+    error: Any, given: Mapping[str, Any], labels: Mapping[str, str], dotenv: _DotEnv | None
+) -> tuple[str, str]:
+    """(where: ``CHATOPS_X in the environment`` or ``--flag``, what: the message and the value when it may show)."""
+    field = _field_of(error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if field in given:
+        return labels.get(field, field), message
+    name, value, origin = _origin(field, dotenv)
+    shown = f" (got {value!r})" if value is not None and _shows_value(field) else ""
+    return f"{name} {origin}", f"{message}{shown}"
+
+
+def load_settings(
+    *, uses: Collection[str] | None = None, labels: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
     """Read the environment (and ``.env``), apply ``overrides`` (from flags; ``None`` means "not given").
 
-    Raises ConfigError naming the variable and what is expected when a value is malformed.
+    ``uses`` names the settings the caller needs (default: all). A malformed value of another setting is not an
+    error: that setting keeps its default. ``labels`` say how to call an override in an error (``--stages``).
+    Raises ConfigError naming the variable, where its value came from and what is expected.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
+    dotenv = _read_dotenv(ENV_FILE)
+    # python-dotenv logs unreadable .env lines on its own, without the path: configuration_warnings() says it.
+    logging.getLogger("dotenv.main").setLevel(logging.ERROR)
     try:
         return Settings(**given)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = _env_name(first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{name}: {message}", hint="see docs/configuration.md") from None
+        errors = exc.errors()
+    relevant = [error for error in errors if uses is None or _field_of(error["loc"]) in uses]
+    if relevant:
+        problems = [_problem(error, given, labels or {}, dotenv) for error in relevant]
+        hint = "see docs/configuration.md"
+        if len(problems) > 1:
+            hint += f"; also malformed: {', '.join(where for where, _ in problems[1:])}"
+        where, what = problems[0]
+        raise ConfigError(f"{where}: {what}", hint=hint) from None
+    unused = {_field_of(error["loc"]) for error in errors}
+    defaults = {field: Settings.model_fields[field].get_default(call_default_factory=True) for field in unused}
+    return Settings(**{**defaults, **given})
+
+
+def configuration_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What looks wrong in the configuration without being an error: ``CHATOPS_*`` names that are no setting
+    (with the nearest setting's name when there is one), and ``.env`` lines that are no ``NAME=value``.
+
+    Raises ConfigError when ``.env`` is not UTF-8 text.
+    """
+    known = {name.upper() for field in Settings.model_fields for name in env_names(field)}
+    dotenv = _read_dotenv(ENV_FILE)
+    seen: dict[str, tuple[str, str]] = {}  # upper-cased name → (name as written, where)
+    for name in environ if environ is not None else os.environ:
+        seen.setdefault(name.upper(), (name, "in the environment"))
+    if dotenv is not None:
+        for name, line in dotenv.lines.items():
+            seen.setdefault(name, (name, f"in {dotenv.path}:{line}"))
+    suffixes = sorted(name.removeprefix("CHATOPS_") for name in known if name.startswith("CHATOPS_"))
+    warnings = []
+    for upper, (name, origin) in seen.items():
+        if upper.startswith("CHATOPS_") and upper not in known | NOT_SETTINGS:
+            close = difflib.get_close_matches(upper.removeprefix("CHATOPS_"), suffixes, n=1, cutoff=0.75)
+            advice = f"did you mean CHATOPS_{close[0]}?" if close else "the settings are in docs/configuration.md"
+            warnings.append(f"{name} {origin} is not a chatops setting and is ignored; {advice}")
+    if dotenv is not None:
+        warnings += [f"{dotenv.path}:{line} is not NAME=value and is ignored" for line in dotenv.unreadable]
+    return warnings
 
 
 def mask_url(url: str) -> str:
