@@ -280,9 +280,9 @@ def test_loop_length_and_unsized_iterables_still_work(store: TemplateStore, temp
         ("{{ 'x' * 10**9 }}", "result of '*' too large"),
         ("{{ [1, 2] * 10**8 }}", "result of '*' too large"),
         ("{{ 99 ** 99999 }}", "result of '**' too large"),
-        ("{{ '%0999999999d' % 1 }}", "format field too wide"),
-        ("{{ '{:>999999999}'.format(1) }}", "format field too wide"),
-        ("{{ '%09999999d' | format(1) }}", "format field too wide"),
+        ("{{ '%0999999999d' % 1 }}", "result of '%' too large"),
+        ("{{ '{:>999999999}'.format(1) }}", "result of '.format()' too large"),
+        ("{{ '%09999999d' | format(1) }}", "result of filter 'format' too large"),
         ("{{ 'x' | center(10**9) }}", "filter argument 1000000000 too large"),
     ],
 )
