@@ -106,3 +106,22 @@ def test_the_idle_ping_survives_dispose(postgres_url: str, engine_factory: list[
     check_connection(engine)
     restart_server(postgres_url)
     check_connection(engine)
+
+
+def test_the_write_is_prepared_once_per_connection_and_again_on_a_new_one(
+    postgres_url: str, engine_factory: list[sa.Engine]
+) -> None:
+    engine = create_db_engine(postgres_url, pool_size=1)
+    engine_factory.append(engine)
+
+    def prepared() -> list[tuple[str, int]]:
+        with engine.connect() as connection:  # the pool's one connection: the one the writes used
+            query = "SELECT name, generic_plans + custom_plans FROM pg_prepared_statements"
+            return [tuple(row) for row in connection.exec_driver_sql(query)]
+
+    for n in range(3):
+        assert store_events(engine, [message(f"wamid.P{n}")], now=NOW) == StoreResult(inserted=1)
+    assert prepared() == [("chatops_store_messages", 3)]  # prepared once, executed three times
+    restart_server(postgres_url)  # the session and its prepared statement are gone
+    assert store_events(engine, [message("wamid.P3")], now=NOW) == StoreResult(inserted=1)
+    assert prepared() == [("chatops_store_messages", 1)]

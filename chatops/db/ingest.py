@@ -6,8 +6,10 @@ kept low by doing per request only what must be done per request:
 - PostgreSQL: ONE statement per write, run in autocommit (a single statement is its own transaction): the
   messages travel as arrays, a data-modifying CTE upserts their conversations and the outer INSERT adds the
   messages (``ON CONFLICT (channel, provider_message_id) DO NOTHING``). One round trip instead of BEGIN, an
-  upsert and an insert per message, and COMMIT. Status updates need their own UPDATEs: a write that carries any
-  runs in an explicit transaction.
+  upsert and an insert per message, and COMMIT. The statement is prepared on the server once per pooled
+  connection (``PREPARE``/``EXECUTE``), so it is not parsed and planned again for every webhook; this needs
+  session-level connections (a pooler in transaction mode, such as PgBouncer's, does not keep them). Status
+  updates need their own UPDATEs: a write that carries any runs in an explicit transaction.
 - SQLite (in-process, so round trips cost nothing): statements compiled once with bound parameters, one
   ``BEGIN IMMEDIATE`` transaction.
 
@@ -107,15 +109,32 @@ def _utc(value: datetime) -> datetime:
 # order, so they cannot deadlock on them); its values are what upserting message by message would leave: the
 # last known user name and the newest provider timestamp. Messages are inserted in arrival order, so their ids
 # keep it for the workers.
+#
+# It is a server-side prepared statement, PREPAREd once per pooled connection and then EXECUTEd: psycopg2 sends
+# statements as text, and parsing and planning this one on every webhook was half of PostgreSQL's CPU per write
+# (bench/README.md, issue 14). The parameters of EXECUTE still travel as literals, cast like those of PREPARE.
+_PG_PARAMETERS = (
+    ("ord", "integer[]"),
+    ("channel", "varchar[]"),
+    ("account_id", "varchar[]"),
+    ("user_id", "varchar[]"),
+    ("user_name", "varchar[]"),
+    ("provider_message_id", "varchar[]"),
+    ("kind", "varchar[]"),
+    ("text", "text[]"),
+    ("payload", "jsonb[]"),
+    ("raw", "jsonb[]"),
+    ("provider_timestamp", "timestamptz[]"),
+    ("received_at", "timestamptz[]"),
+    ("available_at", "timestamptz[]"),
+)
+_PG_COLUMNS = tuple(name for name, _ in _PG_PARAMETERS)
+_PG_STATEMENT = "chatops_store_messages"
 _PG_STORE = """
 WITH incoming AS (
-    SELECT * FROM unnest(
-        %(ord)s::integer[], %(channel)s::varchar[], %(account_id)s::varchar[], %(user_id)s::varchar[],
-        %(user_name)s::varchar[], %(provider_message_id)s::varchar[], %(kind)s::varchar[], %(text)s::text[],
-        %(payload)s::jsonb[], %(raw)s::jsonb[], %(provider_timestamp)s::timestamptz[],
-        %(received_at)s::timestamptz[], %(available_at)s::timestamptz[]
-    ) AS t(ord, channel, account_id, user_id, user_name, provider_message_id, kind, text, payload, raw,
-           provider_timestamp, received_at, available_at)
+    SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        AS t(ord, channel, account_id, user_id, user_name, provider_message_id, kind, text, payload, raw,
+             provider_timestamp, received_at, available_at)
 ), upserted AS (
     INSERT INTO conversations AS c
         (channel, account_id, user_id, user_name, state, mode, turn_count, last_inbound_at, created_at, updated_at)
@@ -141,22 +160,8 @@ ORDER BY i.ord
 ON CONFLICT (channel, provider_message_id) DO NOTHING
 RETURNING channel, provider_message_id
 """
-
-_PG_COLUMNS = (
-    "ord",
-    "channel",
-    "account_id",
-    "user_id",
-    "user_name",
-    "provider_message_id",
-    "kind",
-    "text",
-    "payload",
-    "raw",
-    "provider_timestamp",
-    "received_at",
-    "available_at",
-)
+_PG_PREPARE = f"PREPARE {_PG_STATEMENT} ({', '.join(t for _, t in _PG_PARAMETERS)}) AS {_PG_STORE}"
+_PG_EXECUTE = f"EXECUTE {_PG_STATEMENT} ({', '.join(f'%({n})s::{t}' for n, t in _PG_PARAMETERS)})"
 
 
 def _write_postgresql(connection: sa.Connection, deliveries: Sequence[Delivery]) -> list[StoreResult]:
@@ -218,8 +223,20 @@ def _insert_postgresql(
             strict=True,
         ):
             columns[name].append(value)
-    rows = connection.exec_driver_sql(_PG_STORE, columns).all()
+    _prepare(connection)
+    rows = connection.exec_driver_sql(_PG_EXECUTE, columns).all()
     return {(row[0], row[1]) for row in rows}
+
+
+def _prepare(connection: sa.Connection) -> None:
+    """PREPARE the statement on this database connection, once in its life.
+
+    ``Connection.info`` belongs to the pooled DBAPI connection, as does a prepared statement (it lives as long as
+    the server session), so a replaced connection prepares again. PREPARE is not undone by a rollback.
+    """
+    if not connection.info.get(_PG_STATEMENT):
+        connection.exec_driver_sql(_PG_PREPARE)
+        connection.info[_PG_STATEMENT] = True
 
 
 # SQLite -------------------------------------------------------------------------------------------------------
