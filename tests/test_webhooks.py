@@ -148,3 +148,52 @@ def test_database_down_answers_503_and_nothing_is_acknowledged(tmp_path: Path) -
     assert response.json == {
         "error": {"code": "database_unavailable", "message": "the database is unavailable; retry later"}
     }
+
+
+def test_the_webhook_front_answers_exactly_as_the_flask_route(app: Flask, db: sa.Engine) -> None:
+    """The successful POST skips Flask (chatops.web.webhooks.WebhookFront); its answer must not differ."""
+    from werkzeug.test import Client
+
+    from chatops.channels import sign
+    from chatops.web.webhooks import WebhookFront
+
+    front = app.wsgi_app
+    assert isinstance(front, WebhookFront)
+    answers = []
+    for wsgi in (front, front.flask):  # through the front, then straight into Flask
+        body = whatsapp_text("hello", message_id=f"wamid.{len(answers)}")
+        response = Client(wsgi).post(
+            "/webhooks/whatsapp",
+            data=body,
+            headers={"X-Hub-Signature-256": sign(body, APP_SECRET), "Content-Type": "application/json"},
+        )
+        answers.append((response.status_code, sorted(response.headers.items()), response.data))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 200
+    assert answers[0][2] == b'{"stored":1,"duplicates":0,"statuses":0}'
+    assert count(db, inbound_messages) == 2
+
+
+def test_failed_webhooks_are_answered_by_the_flask_error_handlers(
+    app: Flask, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """What the front cannot answer (a failure, no Content-Length, an incomplete body) Flask answers as before."""
+    client = app.test_client()
+    body = whatsapp_text("hello")
+    bad = client.post("/webhooks/whatsapp", data=body, headers={"X-Hub-Signature-256": "sha256=" + "0" * 64})
+    assert (bad.status_code, bad.json["error"]["code"]) == (403, "webhook_rejected")  # type: ignore[index]
+    assert Webhook(client).post(b"[1]").status_code == 400
+    incomplete = client.post(
+        "/webhooks/whatsapp",
+        environ_overrides={"CONTENT_LENGTH": str(len(body) + 10)},
+        data=body,
+        headers={"X-Hub-Signature-256": "sha256=" + "0" * 64},
+    )
+    assert incomplete.status_code == 400  # werkzeug: the client went away mid-body
+    assert client.get("/webhooks/whatsapp", query_string={"hub.mode": "x"}).status_code == 403
+
+    broken = make_app("sqlite:///unused.db", create_db_engine("postgresql://nobody@127.0.0.1:1/none"))
+    with caplog.at_level("ERROR", logger="chatops.web.errors"):
+        down = Webhook(broken.test_client()).send_text("hello")
+    assert (down.status_code, down.json["error"]["code"]) == (503, "database_unavailable")  # type: ignore[index]
+    assert "database unavailable" in caplog.text
