@@ -151,6 +151,52 @@ def test_status_updates_are_applied_in_the_same_write(db: sa.Engine) -> None:
         assert connection.execute(sa.select(outbound_messages.c.status)).scalar_one() == "read"
 
 
+def test_a_webhook_of_one_status_is_applied_and_committed_alone(database_url: str) -> None:
+    """One status per webhook is the common case: written as its own statement (autocommit on PostgreSQL), it must
+    be committed, leave the pooled connection transactional, and a "sent" report must change nothing."""
+    from chatops.db.connect import create_db_engine
+
+    engine = create_db_engine(database_url, pool_size=1)
+    try:
+        store_events(engine, [text("wamid.IN")], now=NOW)
+        conversation_id = conversation(engine, "15550001111").id
+        with engine.begin() as connection:
+            connection.execute(
+                outbound_messages.insert().values(
+                    conversation_id=conversation_id,
+                    body={"kind": "text", "text": "hi"},
+                    status="sent",
+                    provider_message_id="wamid.OUT",
+                    next_attempt_at=NOW,
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+
+        def report(status: str) -> StoreResult:
+            update = StatusUpdate(
+                channel="whatsapp",
+                account_id="106540352242922",
+                user_id="15550001111",
+                status=status,  # type: ignore[arg-type]
+                timestamp=NOW,
+                provider_message_id="wamid.OUT",
+            )
+            return store_events(engine, [update], now=NOW + timedelta(minutes=1))
+
+        assert report("delivered") == StoreResult(statuses=1)
+        assert report("sent") == StoreResult()  # never moves a row back
+        assert report("delivered") == StoreResult()
+        with engine.connect() as connection:  # the pool's one connection, after the writes
+            transaction = connection.begin()
+            connection.execute(outbound_messages.update().values(status="failed"))
+            transaction.rollback()
+            row = connection.execute(sa.select(outbound_messages.c.status, outbound_messages.c.updated_at)).one()
+        assert tuple(row) == ("delivered", NOW + timedelta(minutes=1))
+    finally:
+        engine.dispose()
+
+
 def test_the_write_leaves_pooled_connections_transactional(database_url: str) -> None:
     """PostgreSQL writes in autocommit; the connection must go back to the pool as it came: a worker's claim
     on it must still be one transaction that can roll back."""

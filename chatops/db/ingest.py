@@ -171,6 +171,12 @@ def _write_postgresql(connection: sa.Connection, deliveries: Sequence[Delivery])
         with _driver_autocommit(connection):
             new = _insert_postgresql(connection, deliveries, messages)
         return _results(deliveries, messages, new, [])
+    if not messages and len(updates) == 1:
+        # One status report (Meta sends them one per webhook): one UPDATE at most, its own transaction too.
+        index, update = updates[0]
+        with _driver_autocommit(connection):
+            applied = [index] if apply_status(connection, update, now=deliveries[index].now) else []
+        return _results(deliveries, messages, set(), applied)
     with connection.begin():
         new = _insert_postgresql(connection, deliveries, messages)
         applied = [index for index, update in updates if apply_status(connection, update, now=deliveries[index].now)]

@@ -255,6 +255,8 @@ def apply_status(bind: Bind, update: StatusUpdate, *, now: datetime) -> bool:
         values["error"] = _status_error(update)
     else:
         lower = [name for name, rank in _RANK.items() if rank < _RANK[status]]
+        if not lower:
+            return False  # "sent": the row is sent or further already; no statement could change it
         condition = o.c.status.in_(lower)
     if update.provider_message_id is not None:
         in_channel = sa.select(c.c.id).where(c.c.channel == update.channel)
