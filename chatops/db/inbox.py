@@ -20,6 +20,7 @@ from chatops.channels.events import InboundMessage, OutboundMessage
 from chatops.db.connect import storage_errors
 from chatops.db.ingest import StoreResult as StoreResult  # re-exported: the webhook's write lives there
 from chatops.db.ingest import store_events as store_events
+from chatops.db.queue_plans import index_lookups_only
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
 from chatops.errors import StorageError
 
@@ -112,30 +113,21 @@ def claim_conversation(
     worker — counts as free). PostgreSQL skips rows other workers are locking. ``only`` restricts the claim to
     one conversation (``simulate`` answers its own conversation and never another's).
     """
-    c, m = conversations.c, inbound_messages.c
-    earlier = inbound_messages.alias("earlier")
-    older_pending = (
-        sa.select(earlier.c.id)
-        .where(earlier.c.conversation_id == m.conversation_id, earlier.c.status == "pending", earlier.c.id < m.id)
-        .exists()
-    )
+    c = conversations.c
+    heads = _heads(only)
+    head = inbound_messages.alias("head")
     query = (
         sa.select(c.id)
-        .select_from(inbound_messages.join(conversations, c.id == m.conversation_id))
-        .where(
-            m.status == "pending",
-            m.available_at <= now,
-            ~older_pending,
-            c.mode == "bot",
-            sa.or_(c.locked_until.is_(None), c.locked_until < now),
+        .select_from(
+            heads.join(head, head.c.id == heads.c.head_id).join(conversations, c.id == heads.c.conversation_id)
         )
-        .order_by(m.id)
+        .where(head.c.available_at <= now, c.mode == "bot", sa.or_(c.locked_until.is_(None), c.locked_until < now))
+        .order_by(heads.c.position)
         .limit(1)
     )
-    if only is not None:
-        query = query.where(c.id == only)
     with storage_errors(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
+            index_lookups_only(connection)
             query = query.with_for_update(of=conversations, skip_locked=True)
         conversation_id = connection.execute(query).scalar()
         if conversation_id is None:
@@ -147,6 +139,29 @@ def claim_conversation(
             .returning(*conversations.c)
         ).one()
     return _conversation(row)
+
+
+# Pending rows only, through the partial index ix_inbound_messages_pending. The literal (not a bound parameter)
+# lets both PostgreSQL and SQLite prove the index's predicate when the statement is planned.
+PENDING = inbound_messages.c.status == sa.literal_column("'pending'")
+
+
+def _heads(only: int | None) -> sa.CTE:
+    """Each conversation's oldest pending message (``conversation_id``, ``head_id`` = ``position``), for the claim.
+
+    The heads are a MATERIALIZED CTE over the partial index of pending rows, so the claim reads the backlog and
+    never the table, whatever the planner's statistics say: the planner cannot walk the primary key in id order
+    (what it did when ANALYZE had seen a few pending rows) nor nest the "no older pending message" test inside
+    the scan (quadratic in the backlog when ANALYZE had seen none). Callers order by ``position``, a copy of
+    ``head_id`` that no join condition equates with a table's id, so no index scan in id order can serve the ORDER
+    BY. docs/scaling.md has the measurements.
+    """
+    m = inbound_messages.c
+    head_id = sa.func.min(m.id)
+    heads_query = sa.select(m.conversation_id, head_id.label("head_id"), head_id.label("position")).where(PENDING)
+    if only is not None:
+        heads_query = heads_query.where(m.conversation_id == only)
+    return heads_query.group_by(m.conversation_id).cte("heads").prefix_with("MATERIALIZED")
 
 
 def _conversation(row: sa.Row[Any]) -> Conversation:
@@ -171,9 +186,7 @@ def pending_messages(engine: sa.Engine, conversation: Conversation) -> list[Pend
     Raises StorageError when the database is unavailable (the worker loop survives only that error class).
     """
     m = inbound_messages.c
-    query = (
-        sa.select(inbound_messages).where(m.conversation_id == conversation.id, m.status == "pending").order_by(m.id)
-    )
+    query = sa.select(inbound_messages).where(m.conversation_id == conversation.id, PENDING).order_by(m.id)
     with storage_errors(engine), engine.connect() as connection:
         rows = connection.execute(query).all()
     return [

@@ -11,6 +11,8 @@ Every function takes the time as ``now`` (an aware datetime) and never reads the
 Each takes an Engine (and runs its own transaction) or a Connection (and runs inside the caller's
 transaction, which the caller commits). Order per conversation is kept by :func:`claim_outbound`: a row is
 only claimed when no earlier row of its conversation is still unsent (``pending`` or ``sending``).
+``next_attempt_at`` is set while a row is unsent and NULL once it is sent or failed: the sender's queue index is
+keyed on it, so that delivery reports change no indexed column (docs/scaling.md).
 Database errors propagate as SQLAlchemy errors; callers at the boundary turn them into StorageError.
 """
 
@@ -19,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from chatops.channels.events import Channel, OutboundMessage, StatusUpdate
+from chatops.db.queue_plans import index_lookups_only
 from chatops.db.tables import conversations, outbound_messages
 
 Bind = sa.Engine | sa.Connection
@@ -32,6 +35,7 @@ Bind = sa.Engine | sa.Connection
 UNSENT = ("pending", "sending")
 # Delivery progress only moves forward; "played" (a voice message was listened to) counts as read.
 _RANK = {"sent": 1, "delivered": 2, "read": 3}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS_OF = {"sent": "sent", "delivered": "delivered", "read": "read", "played": "read"}
 
 
@@ -78,7 +82,7 @@ def claim_outbound(
         return []
     o = outbound_messages
     c = conversations
-    earlier = o.alias("earlier")
+    heads = _unsent_heads()
     query = (
         sa.select(
             o.c.id,
@@ -91,23 +95,17 @@ def claim_outbound(
             o.c.attempts,
             c.c.last_inbound_at,
         )
-        .join(c, c.c.id == o.c.conversation_id)
-        .where(
-            o.c.status == "pending",
-            o.c.next_attempt_at <= now,
-            ~sa.exists().where(
-                earlier.c.conversation_id == o.c.conversation_id,
-                earlier.c.id < o.c.id,
-                earlier.c.status.in_(UNSENT),
-            ),
-        )
-        .order_by(o.c.id)
+        .select_from(heads.join(o, o.c.id == heads.c.head_id).join(c, c.c.id == o.c.conversation_id))
+        .where(o.c.status == "pending", o.c.next_attempt_at <= now)
+        .order_by(heads.c.position)
         .limit(limit)
         .with_for_update(skip_locked=True, of=o)
     )
     if channels is not None:
         query = query.where(c.c.channel.in_(list(channels)))
     with _transaction(bind) as connection:
+        if connection.dialect.name == "postgresql":
+            index_lookups_only(connection)
         rows = connection.execute(query).all()
         if not rows:
             return []
@@ -132,6 +130,26 @@ def claim_outbound(
     ]
 
 
+def _unsent_heads() -> sa.CTE:
+    """Each conversation's oldest unsent row (``conversation_id``, ``head_id`` = ``position``), for the claim.
+
+    Read through the partial index ix_outbound_messages_unsent (``next_attempt_at IS NOT NULL``: rows leave it when
+    sent or failed), so a claim reads the unsent rows and never the table, whatever the statistics say. The CTE is
+    MATERIALIZED and the claim orders by ``position`` (a copy of ``head_id`` that no join equates with ``id``), so the
+    planner can neither walk the primary key in id order nor nest an "earlier unsent row" test inside the scan.
+    The status test keeps the claim right even for a row whose ``next_attempt_at`` was left set.
+    """
+    o = outbound_messages.c
+    head_id = sa.func.min(o.id)
+    return (
+        sa.select(o.conversation_id, head_id.label("head_id"), head_id.label("position"))
+        .where(o.next_attempt_at.is_not(None), o.status.in_(UNSENT))
+        .group_by(o.conversation_id)
+        .cte("outbound_heads")
+        .prefix_with("MATERIALIZED")
+    )
+
+
 def mark_sent(bind: Bind, row_id: int, *, provider_message_id: str, now: datetime) -> bool:
     """Record that Meta accepted row ``row_id``: status ``sent``, the provider id, ``sent_at``; errors cleared.
 
@@ -144,6 +162,7 @@ def mark_sent(bind: Bind, row_id: int, *, provider_message_id: str, now: datetim
         status="sent",
         provider_message_id=provider_message_id,
         sent_at=now,
+        next_attempt_at=None,
         updated_at=now,
         error_code=None,
         error=None,
@@ -173,6 +192,7 @@ def mark_failed(bind: Bind, row_id: int, *, error_code: int | None, error: str, 
         row_id,
         outbound_messages.c.status.in_(UNSENT),
         status="failed",
+        next_attempt_at=None,
         error_code=error_code,
         error=error,
         updated_at=now,
@@ -225,7 +245,7 @@ def count_pending(bind: Bind, *, channels: Collection[Channel]) -> dict[Channel,
     query = (
         sa.select(c.c.channel, sa.func.count())
         .select_from(o.join(c, c.c.id == o.c.conversation_id))
-        .where(o.c.status == "pending", c.c.channel.in_(list(channels)))
+        .where(o.c.next_attempt_at.is_not(None), o.c.status == "pending", c.c.channel.in_(list(channels)))
         .group_by(c.c.channel)
     )
     with _transaction(bind) as connection:
@@ -251,6 +271,7 @@ def apply_status(bind: Bind, update: StatusUpdate, *, now: datetime) -> bool:
     values: dict[str, Any] = {"status": status, "updated_at": now}
     if status == "failed":
         condition: sa.ColumnElement[bool] = o.c.status != "failed"
+        values["next_attempt_at"] = None  # already NULL for a sent row: the update stays HOT
         values["error_code"] = update.error_code
         values["error"] = _status_error(update)
     else:
@@ -262,10 +283,28 @@ def apply_status(bind: Bind, update: StatusUpdate, *, now: datetime) -> bool:
         in_channel = sa.select(c.c.id).where(c.c.channel == update.channel)
         where = [o.c.provider_message_id == update.provider_message_id, o.c.conversation_id.in_(in_channel)]
     elif update.watermark is not None and status != "failed":
-        conversation = sa.select(c.c.id).where(
-            c.c.channel == update.channel, c.c.account_id == update.account_id, c.c.user_id == update.user_id
+        conversation = (
+            sa.select(c.c.id)
+            .where(c.c.channel == update.channel, c.c.account_id == update.account_id, c.c.user_id == update.user_id)
+            .scalar_subquery()
         )
-        where = [o.c.conversation_id.in_(conversation), o.c.sent_at <= update.watermark]
+        # Every earlier watermark already moved the rows it covered, so only rows sent at or after the newest row
+        # already at this status (or beyond) can change. Both reads walk ix_outbound_messages_sent from the
+        # watermark back: they touch the conversation's unread tail, not its whole history.
+        r = o.alias("reached")
+        reached = [name for name, rank in _RANK.items() if rank >= _RANK[status]]
+        newest_reached = (
+            sa.select(r.c.sent_at)
+            .where(r.c.conversation_id == conversation, r.c.sent_at <= update.watermark, r.c.status.in_(reached))
+            .order_by(r.c.sent_at.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        where = [
+            o.c.conversation_id == conversation,
+            o.c.sent_at <= update.watermark,
+            o.c.sent_at >= sa.func.coalesce(newest_reached, _EPOCH),
+        ]
     else:
         return False
     with _transaction(bind) as connection:

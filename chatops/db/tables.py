@@ -95,7 +95,16 @@ inbound_messages = sa.Table(
     sa.Column("turn_id", BigId, sa.ForeignKey("turns.id", ondelete="SET NULL")),
     sa.UniqueConstraint("channel", "provider_message_id"),
     sa.CheckConstraint("status IN ('pending', 'processing', 'done', 'failed', 'skipped')", name="status"),
-    sa.Index("ix_inbound_messages_pending", "status", "conversation_id", "available_at"),
+    # The worker's queue: only pending rows, so a claim costs the backlog, never the table (docs/scaling.md).
+    sa.Index(
+        "ix_inbound_messages_pending",
+        "conversation_id",
+        "id",
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    ),
+    sa.Index("ix_inbound_messages_conversation", "conversation_id", "id"),
+    sa.Index("ix_inbound_messages_turn_id", "turn_id"),
 )
 
 turns = sa.Table(
@@ -141,16 +150,26 @@ outbound_messages = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, default="pending"),
     sa.Column("provider_message_id", sa.String(256)),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    # When the next send attempt is due; NULL once the row is sent or failed. The sender's queue index is keyed on
+    # it rather than on status, so delivery reports (sent → delivered → read) touch no indexed column: HOT updates.
+    sa.Column("next_attempt_at", UTCDateTime()),
     sa.Column("error_code", sa.Integer),
     sa.Column("error", sa.Text),
     _created(),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("sent_at", UTCDateTime()),
     sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'delivered', 'read', 'failed')", name="status"),
-    sa.Index("ix_outbound_messages_pending", "status", "next_attempt_at"),
+    sa.Index(
+        "ix_outbound_messages_unsent",
+        "conversation_id",
+        "id",
+        postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
+        sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
+    ),
     sa.Index("ix_outbound_messages_provider_id", "provider_message_id"),
     sa.Index("ix_outbound_messages_conversation", "conversation_id", "id"),
+    sa.Index("ix_outbound_messages_sent", "conversation_id", "sent_at"),  # Messenger watermarks
+    sa.Index("ix_outbound_messages_turn_id", "turn_id"),
 )
 
 api_keys = sa.Table(
