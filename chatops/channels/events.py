@@ -104,6 +104,8 @@ class OutboundMessage:
     ``kind`` ``text`` sends ``text`` with optional ``buttons`` (WhatsApp: reply buttons up to 3, a list up to 10
     rows; Messenger: quick replies up to 13). ``template`` sends an approved WhatsApp template (``template_name``,
     ``template_language``, ``template_params``), used outside the 24-hour customer-service window.
+    ``window_params`` are that template's parameters rendered for this reply, sent in its place when the window
+    has closed by the time it is sent (None: the bot has no such parameters, or they failed to render).
     """
 
     text: str = ""
@@ -114,6 +116,7 @@ class OutboundMessage:
     template_language: str = "en_US"
     template_params: tuple[str, ...] = ()
     reply_to: str | None = None
+    window_params: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The normalised body stored in ``outbound_messages.body``."""
@@ -133,6 +136,8 @@ class OutboundMessage:
             }
         if self.reply_to:
             body["reply_to"] = self.reply_to
+        if self.window_params is not None:
+            body["window_params"] = list(self.window_params)
         return body
 
     @classmethod
@@ -148,4 +153,5 @@ class OutboundMessage:
             template_language=template.get("language", "en_US"),
             template_params=tuple(template.get("params", ())),
             reply_to=body.get("reply_to"),
+            window_params=None if body.get("window_params") is None else tuple(body["window_params"]),
         )

@@ -47,6 +47,7 @@ from chatops.db.outbox import (
     release_outbound,
     schedule_retry,
 )
+from chatops.engine.window import UNRENDERED_PARAMS, window_message
 from chatops.errors import ChannelError, ChatopsError, ConfigError, GraphAPIError
 
 logger = logging.getLogger(__name__)
@@ -259,13 +260,19 @@ class OutboxSender:
                 logger.info("outbound %d not sent: %s", row.id, OUTSIDE_WINDOW_ERROR)
                 mark_failed(self._engine, row.id, error_code=None, error=OUTSIDE_WINDOW_ERROR, now=self._clock())
                 return
+            window = window_message(self._template, row.body)
+            if window is None:
+                error = f"{OUTSIDE_WINDOW_ERROR}; {UNRENDERED_PARAMS}"
+                logger.warning("outbound %d not sent: %s", row.id, error)
+                mark_failed(self._engine, row.id, error_code=None, error=error, now=self._clock())
+                return
             logger.info(
                 "outbound %d: %s, sending template %r instead",
                 row.id,
                 OUTSIDE_WINDOW_ERROR,
                 self._template.template_name,
             )
-            message = self._template
+            message = window
         try:
             provider_id = self._send(row, message, token)
         except GraphAPIError as exc:

@@ -27,6 +27,7 @@ from chatops.db.inbox import Conversation, ConversationChange, PastTurn, TurnRec
 from chatops.engine import memory
 from chatops.engine.stages import decide
 from chatops.engine.variables import VariableSource
+from chatops.engine.window import with_window_params
 from chatops.errors import AIError, ProviderError, StateError, TemplateError
 from chatops.templating.providers import variables_json
 from chatops.templating.split import CHANNEL_TEXT_LIMITS, split_message
@@ -170,6 +171,7 @@ def handle_turn(
         stage_after = origin
         mode = "bot"
         state = state_before
+    replies = with_window_params(bot, replies, base_variables, channel=conversation.channel)
 
     record = TurnRecord(
         started_at=now,

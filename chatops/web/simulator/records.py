@@ -25,6 +25,7 @@ from chatops.db.outbox import mark_failed, mark_sent
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
 from chatops.engine.runtime import whatsapp_template
 from chatops.engine.sender import CUSTOMER_SERVICE_WINDOW, OUTSIDE_WINDOW_ERROR
+from chatops.engine.window import UNRENDERED_PARAMS, window_message
 from chatops.errors import ChannelError
 from chatops.web.simulator.bodies import SIMULATED_PREFIX, ButtonOffer, UserInput
 from chatops.web.simulator.results import SimulatedReply, SimulatedTurn, SimulationResult
@@ -186,8 +187,10 @@ class UserConversation:
         to_send: OutboundMessage | None = message
         error = None
         if settle and row.status == "pending" and self._outside_window():
-            to_send = whatsapp_template(self.bot) if self.channel == "whatsapp" else None
-            error = OUTSIDE_WINDOW_ERROR if to_send is None else None
+            template = whatsapp_template(self.bot) if self.channel == "whatsapp" else None
+            to_send = None if template is None else window_message(template, message)
+            if to_send is None:
+                error = OUTSIDE_WINDOW_ERROR if template is None else f"{OUTSIDE_WINDOW_ERROR}; {UNRENDERED_PARAMS}"
         request = None
         if to_send is not None:
             try:
