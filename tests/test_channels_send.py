@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -217,15 +218,21 @@ def test_mark_whatsapp_read_sends_the_read_status(fake: FakeGraphAPI, graph: Gra
     ]
 
 
-def test_send_messenger_uses_the_page_token_query(fake: FakeGraphAPI, graph: GraphClient) -> None:
+def test_send_messenger_sends_the_page_token_in_a_header_not_the_url(
+    fake: FakeGraphAPI, graph: GraphClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # httpx logs every request URL at INFO, httpcore more at DEBUG
     body = messenger_request("1739141089378194", OutboundMessage(text="Hi"))
     mid = graph.send_messenger(TOKEN, body)
     graph.messenger_sender_action(TOKEN, "1739141089378194", "typing_on")
     assert mid.startswith("m_")
     send, action = fake.requests
-    assert (send.path, send.query, send.body) == ("/me/messages", {"access_token": TOKEN}, body)
-    assert "authorization" not in send.headers
+    assert (send.path, send.query, send.body) == ("/me/messages", {}, body)
+    assert send.headers["authorization"] == f"Bearer {TOKEN}"
     assert action.body == {"recipient": {"id": "1739141089378194"}, "sender_action": "typing_on"}
+    assert action.headers["authorization"] == f"Bearer {TOKEN}"
+    assert caplog.records, "httpx logged nothing: the check below would prove nothing"
+    assert TOKEN not in caplog.text
 
 
 def test_from_settings_uses_graph_api_url_and_timeout(fake: FakeGraphAPI) -> None:

@@ -3,7 +3,8 @@
 The HTTP client is injected (an ``httpx.Client``: one pool per process, or a loopback fake in tests). Bodies
 come from :func:`~chatops.channels.whatsapp.whatsapp_request` and
 :func:`~chatops.channels.messenger.messenger_request`. Tokens are never logged nor put into error messages:
-Messenger's page token travels in the query string, so transport errors are reported by type, never by URL.
+both channels send theirs in the ``Authorization: Bearer`` header (the Graph API accepts it for page tokens as
+for system-user tokens), so no URL carries a secret; transport errors are still reported by type only.
 
 Classification (``GraphAPIError.transient``) tells the sender whether to retry with backoff or record the
 failure: see :func:`is_transient`. Code 190 (token invalid or expired) is permanent and
@@ -78,7 +79,7 @@ class GraphClient:
 
     def send_messenger(self, page_token: str, body: dict[str, Any]) -> str:
         """Send ``body`` from the Page the token belongs to; returns the new message's mid."""
-        data = self._post("/me/messages", body, page_token=page_token)
+        data = self._post("/me/messages", body, bearer=page_token)
         message_id = data.get("message_id")
         if not isinstance(message_id, str) or not message_id:
             raise GraphAPIError("Messenger send answered without message_id", status=200)
@@ -86,21 +87,17 @@ class GraphClient:
 
     def messenger_sender_action(self, page_token: str, user_id: str, action: SenderAction) -> None:
         """Show ``typing_on``/``typing_off`` or ``mark_seen`` to ``user_id`` (Meta wants it as its own call)."""
-        self._post("/me/messages", {"recipient": {"id": user_id}, "sender_action": action}, page_token=page_token)
+        self._post("/me/messages", {"recipient": {"id": user_id}, "sender_action": action}, bearer=page_token)
 
-    def _post(
-        self, path: str, body: dict[str, Any], *, bearer: str | None = None, page_token: str | None = None
-    ) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-        params = {"access_token": page_token} if page_token else {}
+    def _post(self, path: str, body: dict[str, Any], *, bearer: str) -> dict[str, Any]:
+        # The token goes in a header, never the query string: httpx logs request URLs, and proxies keep them.
+        headers = {"Authorization": f"Bearer {bearer}"}
         try:
-            response = self._http.post(
-                self._base_url + path, json=body, headers=headers, params=params, timeout=self._timeout
-            )
+            response = self._http.post(self._base_url + path, json=body, headers=headers, timeout=self._timeout)
         except httpx.TimeoutException:
             raise GraphAPIError(f"Graph API POST {path} timed out after {self._timeout:g}s", transient=True) from None
         except httpx.TransportError as exc:
-            # str(exc) may quote the request URL, which carries the page token: report the type only.
+            # str(exc) may quote the request URL (a Graph API base URL may hold credentials): the type only.
             message = f"Graph API POST {path} failed: {type(exc).__name__}"
             raise GraphAPIError(message, transient=True) from None
         data = _json_object(response)
