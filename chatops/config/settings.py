@@ -289,5 +289,18 @@ def configuration_warnings(environ: Mapping[str, str] | None = None) -> list[str
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (safe for banners, logs and errors)."""
-    return re.sub(r"^([a-z0-9+]+://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL with its password replaced by ``***`` (safe for banners, logs and errors), however malformed.
+
+    Everything between ``user:`` and the *last* ``@`` is masked, since a password may hold ``@``, ``/`` or ``:``
+    that no parser reads the way its author meant; so is a ``password=`` query parameter (libpq reads one).
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at >= 0:
+        userinfo = rest[:at]
+        user = re.split(r"[:@]", userinfo, maxsplit=1)[0]
+        rest = (f"{user}:***" if user != userinfo else user) + rest[at:]
+    rest = re.sub(r"(?i)([?&;]password=)[^&#;]*", r"\1***", rest)
+    return f"{scheme}{separator}{rest}"

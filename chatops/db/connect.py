@@ -37,11 +37,8 @@ def parse_database_url(url: str) -> URL:
     """
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError:
-        raise ConfigError(
-            f"CHATOPS_DATABASE_URL: cannot parse {mask_url(url)!r}",
-            hint="expected sqlite:///path/to.db or postgresql://user:password@host:port/database",
-        ) from None
+    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:  # ValueError: a port that is not a number
+        raise _malformed(url, exc) from None
     backend = parsed.get_backend_name()
     if backend == "postgres" or backend == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg2")
@@ -53,6 +50,17 @@ def parse_database_url(url: str) -> URL:
     return parsed
 
 
+def _malformed(url: str, exc: BaseException) -> ConfigError:
+    """A ConfigError for a URL that SQLAlchemy or the driver cannot read; the URL is shown with its password
+    masked and the parser's own words are left out (they quote pieces of the URL, the password among them)."""
+    what = "a port that is not a number" if "port" in str(exc) or "int()" in str(exc) else "a malformed URL"
+    return ConfigError(
+        f"CHATOPS_DATABASE_URL: cannot parse {mask_url(url)!r} ({what})",
+        hint="expected sqlite:///path/to.db or postgresql://user:password@host:port/database; "
+        "percent-encode @ : / ? # in the user name and password (e.g. @ as %40)",
+    )
+
+
 def create_db_engine(
     url: str, *, pool_size: int = 8, echo: bool = False, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
 ) -> Engine:
@@ -62,6 +70,15 @@ def create_db_engine(
     Size the pool to the server's threads plus workers: a request waits for a free connection otherwise.
     """
     parsed = parse_database_url(url)
+    try:
+        engine = _create_engine(parsed, pool_size=pool_size, echo=echo)
+    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:  # e.g. ?port=abc, read only here
+        raise _malformed(url, exc) from None
+    _ping_after_idle(engine, ping_after_idle)
+    return engine
+
+
+def _create_engine(parsed: URL, *, pool_size: int, echo: bool) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
             parsed,
@@ -81,7 +98,6 @@ def create_db_engine(
             pool_recycle=1800,
             connect_args={"connect_timeout": 5, "application_name": "chatops"},
         )
-    _ping_after_idle(engine, ping_after_idle)
     return engine
 
 
