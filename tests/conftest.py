@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,21 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # a stray .env or chatops.db never leaks between tests
+
+
+@pytest.fixture
+def chatops_logging(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Logging as every command sets it up (chatops.logs, at DEBUG), captured; library levels restored after."""
+    from chatops.logs import LIBRARY_LOGGERS, configure_logging
+
+    saved = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    caplog.set_level(logging.DEBUG)
+    configure_logging("DEBUG")
+    try:
+        yield caplog
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture

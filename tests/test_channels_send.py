@@ -221,7 +221,8 @@ def test_mark_whatsapp_read_sends_the_read_status(fake: FakeGraphAPI, graph: Gra
 def test_send_messenger_sends_the_page_token_in_a_header_not_the_url(
     fake: FakeGraphAPI, graph: GraphClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)  # httpx logs every request URL at INFO, httpcore more at DEBUG
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # httpx logs every request URL at INFO, httpcore more at DEBUG
     body = messenger_request("1739141089378194", OutboundMessage(text="Hi"))
     mid = graph.send_messenger(TOKEN, body)
     graph.messenger_sender_action(TOKEN, "1739141089378194", "typing_on")

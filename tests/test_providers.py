@@ -324,9 +324,26 @@ def test_http_gives_up_after_its_retries(api: JsonApi) -> None:
     result = fetch([build_one(http_spec(api, retries=1))])
 
     assert [e.error for e in result.errors] == [
-        "provider 'order': GET " + api.url + "/orders/4915112345678 answered HTTP 503 (2 attempts)"
+        "provider 'order': GET " + api.url + "/orders/{{ user.id }} answered HTTP 503 (2 attempts)"
     ]
     assert "order" not in result.variables
+
+
+def test_a_failed_provider_is_logged_with_host_and_path_template_only(
+    api: JsonApi, chatops_logging: pytest.LogCaptureFixture
+) -> None:
+    """The rendered URL carries the customer's number, name and text: neither the log nor the error shows it."""
+    caplog = chatops_logging
+    path = "/orders/{{ user.id }}/{{ user.name }}?q={{ message.text }}&key=sk-shop-secret"
+    api.script["/orders/4915112345678/Ada"] = [(503, {"error": "down"})]
+
+    result = fetch([build_one(http_spec(api, path))])
+
+    shown = f"GET {api.url}/orders/{{{{ user.id }}}}/{{{{ user.name }}}} answered HTTP 503"
+    assert [e.error for e in result.errors] == [f"provider 'order': {shown} (1 attempt)"]
+    assert f"provider 'order' failed: provider 'order': {shown}" in caplog.text
+    for private in ("4915112345678", "Ada", "Berlin", "sk-shop-secret"):
+        assert private not in caplog.text
 
 
 def test_http_timeout_is_recorded_within_the_timeout(api: JsonApi) -> None:
@@ -386,7 +403,7 @@ def test_http_answer_that_is_not_a_json_object_fails(api: JsonApi) -> None:
     not_json = fetch([build_one(http_spec(api))])
     a_list = fetch([build_one(http_spec(api, "/list"))])
 
-    assert not_json.errors[0].error.endswith("/orders/4915112345678 did not answer JSON")
+    assert not_json.errors[0].error.endswith("/orders/{{ user.id }} did not answer JSON")
     assert a_list.errors[0].error.endswith("/list did not answer a JSON object")
 
 

@@ -11,7 +11,6 @@ and a command puts the values given after it over the ones given before it.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -128,10 +127,11 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
     """The process settings: environment and ``.env``, then global flags, then the command's ``overrides``.
 
     ``uses`` names the settings the command needs (default: all): a malformed value of another one is no error.
-    Warns on stderr about ``CHATOPS_*`` names that are no setting, then sets up logging at the configured level.
-    Raises ConfigError (exit 2) for a malformed value.
+    Warns on stderr about ``CHATOPS_*`` names that are no setting, then sets up logging (chatops.logs: level,
+    format, library loggers, URL redaction). Raises ConfigError (exit 2) for a malformed value.
     """
     from chatops.config.settings import configuration_warnings, load_settings
+    from chatops.logs import configure_logging
 
     root = ctx.find_root()
     given = {**(root.obj or {})}
@@ -140,12 +140,7 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
         output.warning(warning)
     labels = {name: "--" + name.replace("_", "-") for name in given}  # every override comes from a flag
     settings = load_settings(uses=uses, labels=labels, **given)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if settings.log_level != "DEBUG":  # Alembic narrates every step at INFO; `chatops migrate` prints the summary
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings.log_level)
     return settings
 
 

@@ -83,7 +83,8 @@ def _url_quoted(value: Any) -> str:
 
 def _without_query(url: str) -> str:
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    host = parts.netloc.rpartition("@")[2]  # user info may hold a password
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class HttpProvider:
@@ -196,7 +197,9 @@ class HttpProvider:
         body = self.request_body(context)
         content = body if isinstance(body, str) else None
         json_body = body if isinstance(body, dict) else None
-        shown = f"{self.method} {_without_query(url)}"  # query strings may carry user data or keys: not logged
+        # Logs and errors show the host and the path *template*: the rendered path and query carry user data
+        # (a phone number, a name, the text), and the query string may carry a key.
+        shown = f"{self.method} {_without_query(self.url.source)}"
         deadline = time.monotonic() + self.timeout
         last_problem = "no attempt made"
         for attempt in range(self.retries + 1):
