@@ -36,10 +36,12 @@ class OrderAPI:
     def __init__(self) -> None:
         self.status_code = 200
         self.order_status = "shipped"
+        self.paths: list[str] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                owner.paths.append(self.path)
                 body = json.dumps({"status": owner.order_status}).encode()
                 self.send_response(owner.status_code)
                 self.send_header("Content-Type", "application/json")
@@ -248,3 +250,47 @@ def test_any_sequence_stays_in_a_defined_stage(runtime: BotRuntime, messages: li
         assert len(result.replies) <= runtime.bot.bot.max_replies
         if result.change.mode == "human":
             break
+
+
+PRIVACY_STAGES = """\
+bot: {{name: Privacy, start: ask}}
+providers:
+  - {{name: order, use: http, url: "{order_url}?customer={{{{ user.id }}}}", provides: [status], timeout: 1s}}
+stages:
+  ask:
+    prompt: ask.j2
+    providers: [order]
+    transitions:
+      - when: {{keywords: [confirm]}}
+        to: confirm
+  confirm:
+    reply: confirm.j2
+    reveal_phone: true
+    next: ask
+"""
+
+
+def test_templates_and_the_ai_see_the_whatsapp_number_masked_unless_the_stage_reveals_it(
+    tmp_path: Path, order_api: OrderAPI
+) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "ask.j2").write_text(
+        "Customer {{ user.id }} ({{ user.phone }}), order {{ order.status }}"
+    )
+    (tmp_path / "templates" / "confirm.j2").write_text("We will call {{ user.phone }}.")
+    (tmp_path / "stages.yaml").write_text(PRIVACY_STAGES.format(order_url=order_api.url))
+    bot = load_bot(tmp_path / "stages.yaml")
+    templates = TemplateStore(bot.templates_dir)
+    runner = ProviderRunner(build_providers(bot.providers, base_dir=tmp_path))
+    runtime = BotRuntime(bot, templates, VariableSource(bot, templates, runner), OfflineResponder())
+    try:
+        asked = turn(runtime, "ask", text("where is my parcel?"))
+        confirmed = turn(runtime, "ask", text("confirm"))
+    finally:
+        runner.close()
+
+    assert asked.record.prompt[0]["content"] == "Customer •••••••1111 (•••••••1111), order shipped"
+    assert asked.record.variables["user"]["id"] == "•••••••1111"
+    assert "15550001111" not in json.dumps(asked.record.variables) + json.dumps(asked.record.prompt)
+    assert order_api.paths == ["/orders?customer=15550001111"]  # the bot's own order API gets the number
+    assert [r.text for r in confirmed.replies] == ["We will call 15550001111."]

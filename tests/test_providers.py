@@ -163,7 +163,7 @@ def test_static_and_builtin_variables_are_always_present() -> None:
     variables = result.variables
     assert variables["company"] == "Northwind"
     assert dict(variables["user"]) == {
-        "id": "4915112345678",
+        "id": "•••••••••5678",  # a WhatsApp id is the phone number: templates see it masked
         "name": "Ada",
         "phone": "•••••••••5678",
         "channel": "whatsapp",
@@ -176,6 +176,17 @@ def test_static_and_builtin_variables_are_always_present() -> None:
     assert clock["now"].utcoffset() == timedelta(hours=1)
     assert variables["message"]["text"] == "Berlin"
     assert variables["message"]["caption"] is None  # every message key exists, whatever the kind
+
+
+def test_the_whatsapp_number_is_revealed_to_templates_only_when_the_stage_asks() -> None:
+    full = UserInfo(id="4915112345678", channel="whatsapp", name="Ada", phone="4915112345678", reveal_phone=True)
+    psid = UserInfo(id="1739141089378194", channel="messenger", name="Ada")
+
+    revealed = fetch_variables([], make_context(user=full)).variables["user"]
+    messenger = fetch_variables([], make_context(user=psid)).variables["user"]
+
+    assert (revealed["id"], revealed["phone"]) == ("4915112345678", "4915112345678")
+    assert (messenger["id"], messenger["phone"]) == ("1739141089378194", None)  # a PSID is not a phone number
 
 
 @pytest.mark.parametrize(

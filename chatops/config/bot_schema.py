@@ -355,6 +355,8 @@ class Stage(_Strict):
     ask: TemplateName | dict[str, TemplateName] | None = None
     max_attempts: int = Field(default=3, ge=1, le=20)
     on_invalid: str | None = None
+    # Templates (and so the AI) see a WhatsApp number masked; a stage that must show or send it sets this.
+    reveal_phone: bool = False
 
     @field_validator("extract")
     @classmethod

@@ -44,9 +44,8 @@ class VariableSource:
 
         Raises ProviderError naming every provider that failed or timed out.
         """
-        result = self.runner.fetch_variables(
-            self.context(conversation, message, now=now, history=history), names=self.needed(stage, templates)
-        )
+        context = self.context(conversation, message, now=now, history=history, reveal_phone=stage.reveal_phone)
+        result = self.runner.fetch_variables(context, names=self.needed(stage, templates))
         if result.errors:
             failures = "; ".join(f"{failure.name}: {failure.error}" for failure in result.errors)
             raise ProviderError(f"stage {stage_name!r}: provider failed: {failures}")
@@ -69,8 +68,12 @@ class VariableSource:
         *,
         now: datetime,
         history: Sequence[PastTurn] = (),
+        reveal_phone: bool = False,
     ) -> ProviderContext:
-        """What providers and built-ins may read in this turn (``history`` becomes ``conversation.last_messages``)."""
+        """What providers and built-ins may read in this turn (``history`` becomes ``conversation.last_messages``).
+
+        ``reveal_phone`` lets the templates see the WhatsApp number unmasked (a stage's ``reveal_phone: true``).
+        """
         hours = self.bot.bot.business_hours
         return ProviderContext(
             user=UserInfo(
@@ -78,6 +81,7 @@ class VariableSource:
                 channel=conversation.channel,
                 name=conversation.user_name,
                 phone=conversation.user_id if conversation.channel == "whatsapp" else None,
+                reveal_phone=reveal_phone,
             ),
             conversation=ConversationInfo(
                 id=conversation.id,

@@ -17,7 +17,7 @@ from chatops.templating.sandbox import Namespace
 
 if TYPE_CHECKING:
     from chatops.channels.events import InboundMessage
-    from chatops.templating.providers import ProviderContext
+    from chatops.templating.providers import ProviderContext, UserInfo
 
 MASK = "•"
 _MEDIA_KINDS = frozenset({"image", "audio", "video", "document", "sticker"})
@@ -123,20 +123,31 @@ def _zone(name: str) -> ZoneInfo:
         ) from None
 
 
+def user_variables(user: UserInfo, *, reveal_phone: bool) -> dict[str, Any]:
+    """The ``user`` namespace: on WhatsApp ``id`` (the number) and ``phone`` are masked unless ``reveal_phone``."""
+    masked = user.channel == "whatsapp" and not reveal_phone
+    return {
+        "id": mask_phone(user.id) if masked else user.id,
+        "name": user.name,
+        "phone": mask_phone(user.phone) if masked else user.phone,
+        "channel": user.channel,
+    }
+
+
 class UserProvider:
-    """``user``: who the bot is talking to. The phone number is masked: only its last four digits show."""
+    """``user``: who the bot is talking to. A WhatsApp number is masked (only its last four digits show) unless
+    the stage sets ``reveal_phone: true``."""
 
     name = "user"
     provides: Mapping[str, str] = {
-        "id": "the user's id on the channel (WhatsApp number / Messenger PSID)",
+        "id": "the user's id on the channel: the WhatsApp number masked (•••••••4321), the Messenger PSID",
         "name": "the profile name the channel reports (None when unknown)",
         "phone": "the phone number with all but its last 4 digits masked (None on Messenger)",
         "channel": "whatsapp or messenger",
     }
 
     def fetch(self, context: ProviderContext) -> Mapping[str, Any]:
-        user = context.user
-        return {"id": user.id, "name": user.name, "phone": mask_phone(user.phone), "channel": user.channel}
+        return user_variables(context.user, reveal_phone=context.user.reveal_phone)
 
 
 class ConversationProvider:
@@ -207,9 +218,12 @@ BUILTIN_NAMES = frozenset(provider.name for provider in BUILTIN_PROVIDERS)
 def builtin_variables(context: ProviderContext) -> dict[str, Any]:
     """The static variables plus the built-in namespaces: what provider URLs, keys and params are rendered with.
 
+    Unlike templates, provider inputs see ``user.id`` and ``user.phone`` in full: they go to the bot's own
+    systems (an order API looks the customer up by number), never to the AI.
     Raises BotDefinitionError for a bad timezone or business-hours spec in the context.
     """
     variables: dict[str, Any] = dict(context.static)
     for provider in BUILTIN_PROVIDERS:
         variables[provider.name] = Namespace(provider.name, provider.fetch(context))
+    variables["user"] = Namespace("user", user_variables(context.user, reveal_phone=True))
     return variables

@@ -43,12 +43,14 @@ RESERVED_NAMES = BUILTIN_NAMES | {"range", "dict", "lipsum", "cycler", "joiner",
 
 @dataclass(frozen=True)
 class UserInfo:
-    """Who the bot is talking to. ``phone`` is the full number (WhatsApp); templates only see it masked."""
+    """Who the bot is talking to. ``id`` and ``phone`` are full (WhatsApp: the number); templates see both masked
+    unless ``reveal_phone`` (the stage's ``reveal_phone: true``)."""
 
     id: str
     channel: str
     name: str | None = None
     phone: str | None = None
+    reveal_phone: bool = False
 
 
 @dataclass(frozen=True)
