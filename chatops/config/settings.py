@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     )
     ai: Literal["openai", "offline"] | None = None
 
+    metrics_token: SecretStr | None = None
     rate_limit_storage: str = "memory://"
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     debounce_seconds: float = Field(default=0.0, ge=0)

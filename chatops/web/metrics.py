@@ -1,13 +1,22 @@
-"""Prometheus metrics, one registry per app (no process globals), served at ``GET /metrics``."""
+"""Prometheus metrics, one registry per app (no process globals), served at ``GET /metrics``.
+
+Who may read them (the counters tell traffic, error rates and which channels run): with
+``CHATOPS_METRICS_TOKEN`` set, a request that sends ``Authorization: Bearer <token>``; without it, only a client
+on the same host (loopback) that did not come through a proxy (no ``X-Forwarded-For``/``Forwarded`` header).
+Anyone else gets 401/403 in the JSON error shape.
+"""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Request, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from chatops.web.errors import error_response
 from chatops.web.state import web_state
 
 if TYPE_CHECKING:
@@ -73,7 +82,37 @@ class Metrics:
 
 
 @metrics.get("/metrics")
-def export() -> Response:
-    """The Prometheus text exposition format."""
+def export() -> Response | tuple[Response, int]:
+    """The Prometheus text exposition format, to the readers :func:`refusal` lets through."""
+    state = web_state(current_app)
+    token = state.settings.metrics_token
+    refused = refusal(request, token.get_secret_value() if token is not None else None)
+    if refused is not None:
+        response, status = error_response(*refused)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="chatops metrics"'
+        return response, status
     # content_type, not mimetype: Flask appends "; charset=utf-8" to a mimetype, and this one already has it.
-    return Response(generate_latest(web_state(current_app).metrics.registry), content_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(state.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def refusal(req: Request, token: str | None) -> tuple[int, str, str] | None:
+    """None when ``req`` may read the metrics, else (status, code, message) for the error answer."""
+    if token:
+        given = req.headers.get("Authorization", "")
+        scheme, _, credentials = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode()):
+            return None
+        return 401, "unauthorized", "/metrics needs Authorization: Bearer <CHATOPS_METRICS_TOKEN>"
+    if _loopback(req.remote_addr) and not ("X-Forwarded-For" in req.headers or "Forwarded" in req.headers):
+        return None
+    return 403, "forbidden", "/metrics answers only on this host; set CHATOPS_METRICS_TOKEN to scrape it remotely"
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:  # a Unix socket, or a server that reports no address
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None  # ::ffff:127.0.0.1 on a :: socket
+    return (mapped or ip).is_loopback
