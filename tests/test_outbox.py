@@ -244,7 +244,8 @@ def test_messenger_send_uses_the_page_token_and_quick_replies(
 
     (send,) = fake.requests  # no mark-as-read call on Messenger
     assert send.path == "/me/messages"
-    assert send.query == {"access_token": PAGE_TOKEN}
+    assert send.query == {}  # the token travels in the header, never in the URL
+    assert send.headers["authorization"] == f"Bearer {PAGE_TOKEN}"
     assert send.body == {
         "recipient": {"id": user_of(db, conversation)},
         "messaging_type": "RESPONSE",
@@ -496,7 +497,7 @@ def test_a_channel_without_a_token_keeps_its_rows_pending(
     tokens.values["messenger"] = "page-token-late"
     clock.advance(5)
     assert sender.send_due() == 1
-    assert fake.requests[0].query == {"access_token": "page-token-late"}
+    assert fake.requests[0].headers["authorization"] == "Bearer page-token-late"
     assert sender.problems() == []
 
 
