@@ -3,9 +3,10 @@
 :func:`configure_logging` is called once by every command (``chatops.cli.app.settings_from``). It
 
 - logs our own loggers (``chatops.*``) at the configured level, in one line format;
-- holds the libraries that narrate HTTP (httpx, httpcore, urllib3, openai, waitress) at WARNING whatever the level:
-  at INFO/DEBUG they log every request URL (a provider URL carries the customer's phone number, a query string
-  may carry a key) and, for openai, the whole prompt;
+- holds every other logger at WARNING whatever the level (the root logger's level), and names the libraries that
+  narrate HTTP once more (httpx and httpcore, httpx2 and httpcore2 that the openai SDK uses, urllib3, openai,
+  waitress) in case something lowered theirs: at INFO/DEBUG they log every request URL (a provider URL carries
+  the customer's phone number, a query string may carry a key) and, for openai, the whole prompt;
 - puts a :class:`RedactUrls` filter on every root handler: whatever a line still quotes, a URL in it loses its
   query string and the password of its user info, in the message and in a traceback alike.
 
@@ -20,7 +21,7 @@ import re
 from chatops.config.settings import mask_url
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LIBRARY_LOGGERS = ("httpx", "httpcore", "urllib3", "openai", "waitress")
+LIBRARY_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "openai", "waitress")
 
 # A URL inside free text: a scheme, then anything up to white space, a quote or an angle bracket.
 _URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.\-]*://[^\s"'<>]+""")
@@ -56,11 +57,12 @@ class RedactUrls(logging.Filter):
 
 def configure_logging(level: str) -> None:
     """Set up the root logger at ``level`` (see the module docstring); calling it again only re-applies levels."""
-    logging.basicConfig(level=level, format=FORMAT)
+    library_level = max(logging.WARNING, logging.getLevelName(level))
+    logging.basicConfig(level=library_level, format=FORMAT)
+    logging.getLogger("chatops").setLevel(level)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(existing, RedactUrls) for existing in handler.filters):
             handler.addFilter(RedactUrls())
-    library_level = max(logging.WARNING, logging.getLevelName(level))
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level)
     if level != "DEBUG":  # Alembic narrates every step at INFO; `chatops migrate` prints the summary

@@ -32,7 +32,7 @@ def chatops_logging(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCapt
     """Logging as every command sets it up (chatops.logs, at DEBUG), captured; library levels restored after."""
     from chatops.logs import LIBRARY_LOGGERS, configure_logging
 
-    saved = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    saved = {name: logging.getLogger(name).level for name in (*LIBRARY_LOGGERS, "chatops")}
     caplog.set_level(logging.DEBUG)
     configure_logging("DEBUG")
     try:
