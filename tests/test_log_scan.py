@@ -278,7 +278,9 @@ def run_conversations(meta: Meta, graph: FakeGraphAPI, openai: FakeOpenAI, db: s
     )
     assert meta.post("whatsapp", body).status_code == 200
     wait_for(lambda: settled(db, stored + 1), timeout=40, what="the last turn", server=server)
-    wait_for(lambda: "190" in server.log.read_text(errors="replace"), timeout=20, what="the token error", server=server)
+    wait_for(
+        lambda: "is paused" in server.log.read_text(errors="replace"), timeout=20, what="the token error", server=server
+    )
 
 
 def _around(text: str, value: str) -> str:
