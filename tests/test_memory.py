@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from chatops.ai.offline import OfflineResponder
@@ -258,3 +260,200 @@ def test_too_many_names_is_a_clear_error(edges: BotRuntime) -> None:
     result = turn(edges, full, message("note one more"))
     assert result.change.state == full
     assert "the conversation would keep 65 names; at most 64 fit" in (result.record.error or "")
+
+
+def test_the_order_form_asks_until_its_fields_are_valid(simulate: Any, database_url: str) -> None:
+    simulate("hi")
+    assert simulate("I'd like a pizza").stdout == (
+        "Alex: I'd like a pizza\nPizza Pronto: How many pizzas would you like (1–20)?\nstage: menu → confirm\n"
+    )
+    assert simulate("25").stdout == (
+        "Alex: 25\n"
+        "Pizza Pronto: Sorry, qty should be less than or equal to 20. How many pizzas would you like (1–20)?\n"
+        "stage: confirm → confirm\n"
+    )
+    assert simulate("3").stdout == (
+        "Alex: 3\n"
+        "Pizza Pronto: Which pizza would you like?\n"
+        "  [Margherita] [Diavola] [Funghi]\n"
+        "  (--button Margherita | Diavola | Funghi)\n"
+        "stage: confirm → confirm\n"
+    )
+    assert "3 × Funghi = 27.00 EUR" in simulate("--button", "Funghi").stdout
+    assert "2 × Funghi = 18.00 EUR" in simulate("make it 2").stdout  # the form reads corrections too
+
+    [*_, asked, tapped, corrected] = rows(database_url, turns.c.id, turns.c.extraction)
+    assert (asked[1]["proposed"], asked[1]["asked"]) == ({"qty": 3}, "pizza")
+    assert asked[1]["request"][-1] == {"role": "user", "content": "3"}
+    assert tapped[1]["proposed"] == {"pizza": "Funghi"}
+    assert "request" not in tapped[1]  # a tap needs no AI
+    assert corrected[1]["proposed"] == {"qty": 2}
+
+
+# Forms through handle_turn: any order, the attempt limit, validation, and the real OpenAI SDK --------------------
+
+
+@pytest.fixture
+def pizza_runtime(pizza: Path) -> Iterator[BotRuntime]:
+    yield from runtime_for(pizza / "stages.yaml", OfflineResponder())
+
+
+def runtime_for(path: Path, ai: Any) -> Iterator[BotRuntime]:
+    bot = load_bot(path)
+    templates = TemplateStore(bot.templates_dir)
+    runner = ProviderRunner(build_providers(bot.providers, base_dir=path.parent))
+    yield BotRuntime(bot, templates, VariableSource(bot, templates, runner), ai)
+    runner.close()
+
+
+def talk(runtime: BotRuntime, stage: str, state: dict[str, Any], *said: str | InboundMessage) -> list[TurnResult]:
+    """Send each message in turn, carrying stage and state over as the worker would."""
+    results = []
+    for item in said:
+        inbound = message(item) if isinstance(item, str) else item
+        conversation = Conversation(
+            id=1,
+            channel="whatsapp",
+            account_id="1065",
+            user_id="15550001111",
+            user_name="Ada",
+            stage=stage,
+            state=state,
+            mode="bot",
+            turn_count=len(results),
+            session_started_at=NOW,
+            last_inbound_at=NOW,
+        )
+        result = handle_turn(runtime, conversation, [inbound], history=[], now=NOW)
+        stage, state = result.change.stage or stage, result.change.state
+        results.append(result)
+    return results
+
+
+def test_a_form_takes_its_fields_in_any_order(pizza_runtime: BotRuntime) -> None:
+    *_, last = talk(pizza_runtime, "menu", {}, "an order please", "diavola", "2 please")
+    assert last.replies[0].text == "2 × Diavola = 19.00 EUR. Shall we deliver it?"
+    assert last.change.state == {"qty": 2, "pizza": "Diavola", "total": 19.0}
+    first, second, _ = talk(pizza_runtime, "menu", {}, "an order please", "diavola", "2")
+    assert first.replies[0].text == "How many pizzas would you like (1–20)?"
+    assert first.change.state == {"_form": {"stage": "confirm", "asking": "qty", "attempts": 0}}
+    assert second.replies[0].text == "How many pizzas would you like (1–20)?"
+    assert second.change.state["pizza"] == "Diavola"
+
+
+def test_after_max_attempts_the_form_follows_on_invalid(pizza_runtime: BotRuntime) -> None:
+    results = talk(pizza_runtime, "menu", {}, "pizza!", "lots", "99", "zero")
+    assert [r.record.stage_answered for r in results] == ["confirm", "confirm", "confirm", "start_over"]
+    assert [r.record.extraction["attempts"] for r in results] == [0, 1, 2, 3]
+    assert results[2].replies[0].text.startswith("Sorry, qty should be less than or equal to 20.")
+    assert results[-1].replies[0].text.startswith("Let's start again.")
+    assert results[-1].change.stage == "menu"
+    assert results[-1].change.state == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "expected"),
+    [
+        ({"type": "integer", "min": 1, "max": 20}, "3", (3, None)),
+        (
+            {"type": "integer", "min": 1, "max": 20},
+            2.5,
+            (None, "qty should be a valid integer, got a number with a fractional part"),
+        ),
+        ({"type": "number", "max": 5}, 7, (None, "qty should be less than or equal to 5")),
+        ({"type": "boolean"}, "yes", (True, None)),
+        ({"type": "enum", "choices": ["Small", "Large"]}, "large", ("Large", None)),
+        ({"type": "enum", "choices": ["Small", "Large"]}, "huge", (None, "qty should be one of Small, Large")),
+        ({"type": "date", "min": "2026-01-01"}, "2026-02-03", ("2026-02-03", None)),
+        (
+            {"type": "date", "min": "2026-01-01"},
+            "2025-12-31",
+            (None, "qty should be greater than or equal to 2026-01-01"),
+        ),
+        ({"type": "time", "min": "11:00", "max": "22:00"}, "19:30", ("19:30", None)),
+        ({"type": "email"}, " ada@example.org ", ("ada@example.org", None)),
+        ({"type": "email"}, "ada at example", (None, "qty is not an email address")),
+        ({"type": "phone"}, "+39 06-1234 567", ("+39061234567", None)),
+        ({"type": "string", "max": 5, "pattern": "^[A-Z]"}, "Hello", ("Hello", None)),
+        ({"type": "string", "pattern": "^[A-Z]"}, "hello", (None, "qty does not have the expected form")),
+    ],
+)
+def test_field_validation(spec: dict[str, Any], value: Any, expected: tuple[Any, str | None]) -> None:
+    from chatops.config.memory_schema import ExtractField
+    from chatops.engine.forms import validate
+
+    assert validate("qty", ExtractField.model_validate(spec), value) == expected
+
+
+def test_openai_extraction_uses_a_strict_schema_and_is_validated(pizza: Path) -> None:
+    from chatops.ai.openai_client import OpenAIClient
+    from tests.fakes.openai_server import FakeOpenAI, JSONReply
+
+    with FakeOpenAI() as fake, OpenAIClient("sk-test", fake.base_url, max_retries=0) as client:
+        runtime = next(runtime_for(pizza / "stages.yaml", client))
+        fake.script(JSONReply({"qty": 40, "pizza": "diavola"}), JSONReply({"qty": 4, "pizza": None}))
+        too_many, fixed = talk(runtime, "menu", {}, "a pizza order: forty diavola", "ok, four")
+        runtime.variables.runner.close()
+
+    assert too_many.replies[0].text == (
+        "Sorry, qty should be less than or equal to 20. How many pizzas would you like (1–20)?"
+    )
+    assert too_many.change.state["pizza"] == "Diavola"  # the valid field is kept, the invalid one asked again
+    assert too_many.record.extraction is not None
+    assert too_many.record.extraction["raw"] == '{"qty": 40, "pizza": "diavola"}'
+    assert too_many.record.extraction["errors"] == {"qty": "qty should be less than or equal to 20"}
+    assert too_many.record.model == "gpt-4o-mini"
+    assert fixed.replies[0].text == "4 × Diavola = 38.00 EUR. Shall we deliver it?"
+    assert fixed.change.state == {"qty": 4, "pizza": "Diavola", "total": 38.0}
+
+    first = fake.requests[0].body
+    assert first["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "extracted_fields",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "qty": {
+                        "type": ["integer", "null"],
+                        "description": "qty: integer; at least 1; at most 20; how many pizzas",
+                    },
+                    "pizza": {
+                        "type": ["string", "null"],
+                        "description": "pizza: enum; one of Margherita, Diavola, Funghi; which pizza",
+                        "enum": ["Margherita", "Diavola", "Funghi", None],
+                    },
+                },
+                "required": ["qty", "pizza"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    assert first["messages"][-1] == {"role": "user", "content": "a pizza order: forty diavola"}
+    assert "The assistant has just asked the user for: qty." in fake.requests[1].body["messages"][0]["content"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["hi", "2 diavola", "pizza", "again", "no", "25", "3", "make it 7", "hello", "yes"]),
+            st.sampled_from(["Margherita", "Funghi", "yes", "no", "other"]).map(
+                lambda b: message(b, kind="button", button=b)
+            ),
+            st.text(max_size=40),
+        ),
+        max_size=8,
+    )
+)
+def test_random_conversations_never_fail_or_store_invalid_values(pizza_runtime: BotRuntime, said: list[Any]) -> None:
+    for result in talk(pizza_runtime, "menu", {}, *said):
+        assert result.record.error is None, result.record.error
+        state = result.change.state
+        assert set(state) <= {"qty", "pizza", "total", "lat", "lon", "place", "_form"}
+        if "qty" in state:
+            assert isinstance(state["qty"], int)
+            assert 1 <= state["qty"] <= 20
+        if "pizza" in state:
+            assert state["pizza"] in ("Margherita", "Diavola", "Funghi")

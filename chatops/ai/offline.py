@@ -11,16 +11,20 @@ nobody mistakes it for a real answer:
 (split on ``_``, ``-``, ``.`` and spaces) starts a word of the text, case-insensitively — ``refund`` matches
 "I want a refund" and "refunds?", ``order_status`` matches "status of my order". The first listed intent
 that matches wins; none matching gives None.
+
+``extract`` follows the field rules documented in :mod:`chatops.ai.extract` (first number, named choice …).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
+from chatops.ai.extract import build_extract_messages, offline_values
 from chatops.ai.prompt import ChatRequest, allowed_intents, build_classify_messages, build_messages
-from chatops.ai.protocol import ChatResult, IntentResult, Usage
+from chatops.ai.protocol import ChatResult, ExtractResult, IntentResult, Usage
+from chatops.config.memory_schema import ExtractField
 
 OFFLINE_LABEL = "[offline AI]"
 OFFLINE_MODEL = "offline"
@@ -68,6 +72,21 @@ class OfflineResponder:
             usage=Usage(),
             latency_ms=0.0,
             request_messages=build_classify_messages(request, intents),
+            finish_reason="stop",
+        )
+
+    def extract(
+        self, request: ChatRequest, fields: Mapping[str, ExtractField], *, asking: str | None = None
+    ) -> ExtractResult:
+        """The fields found in the user's text by fixed rules (see :mod:`chatops.ai.extract`). Sends nothing."""
+        values = offline_values(request.user_text, fields, asking=asking)
+        return ExtractResult(
+            values=values,
+            raw=None,
+            model=OFFLINE_MODEL,
+            usage=Usage(),
+            latency_ms=0.0,
+            request_messages=build_extract_messages(request, fields, asking=asking),
             finish_reason="stop",
         )
 

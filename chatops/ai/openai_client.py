@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, cast
 from urllib.parse import urlsplit
 
+from chatops.ai.extract import build_extract_messages, extraction_response_format, parse_extraction
 from chatops.ai.prompt import (
     ChatRequest,
     Message,
@@ -25,7 +26,8 @@ from chatops.ai.prompt import (
     intent_response_format,
     parse_intent,
 )
-from chatops.ai.protocol import ChatResult, IntentResult, Usage
+from chatops.ai.protocol import ChatResult, ExtractResult, IntentResult, Usage
+from chatops.config.memory_schema import ExtractField
 from chatops.errors import AIError, ConfigError
 
 if TYPE_CHECKING:
@@ -120,6 +122,29 @@ class OpenAIClient:
         raw = choice.message.content
         return IntentResult(
             intent=parse_intent(raw, intents),
+            raw=raw if raw is not None else choice.message.refusal,
+            model=completion.model,
+            usage=_usage(completion),
+            latency_ms=latency_ms,
+            request_messages=messages,
+            finish_reason=choice.finish_reason,
+        )
+
+    def extract(
+        self, request: ChatRequest, fields: Mapping[str, ExtractField], *, asking: str | None = None
+    ) -> ExtractResult:
+        """Values for ``fields`` through a strict JSON schema (structured outputs); unvalidated, nulls dropped.
+
+        Sends one request. Raises AIError when the backend fails; an answer that is not the JSON object gives no
+        values (the form asks again), a refusal is kept as the raw answer.
+        """
+        messages = build_extract_messages(request, fields, asking=asking)
+        response_format = cast("ResponseFormat", extraction_response_format(fields))
+        completion, latency_ms = self._create(request, messages, response_format=response_format)
+        choice = completion.choices[0]
+        raw = choice.message.content
+        return ExtractResult(
+            values=parse_extraction(raw, fields),
             raw=raw if raw is not None else choice.message.refusal,
             model=completion.model,
             usage=_usage(completion),

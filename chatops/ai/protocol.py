@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from chatops.ai.prompt import ChatRequest, Message
+from chatops.config.memory_schema import ExtractField
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,19 @@ class IntentResult:
     finish_reason: str | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExtractResult:
+    """What the model proposed for an ``extract:`` stage's fields (not yet validated), its raw answer, the trace."""
+
+    values: dict[str, Any]
+    raw: str | None
+    model: str
+    usage: Usage
+    latency_ms: float
+    request_messages: list[Message]
+    finish_reason: str | None
+
+
 @runtime_checkable
 class AIClient(Protocol):
     """Something that writes replies and classifies intents: OpenAI, any compatible server, or offline."""
@@ -61,4 +75,11 @@ class AIClient(Protocol):
 
     def classify(self, request: ChatRequest, intents: Sequence[str]) -> IntentResult:
         """One of ``intents`` for the user's text, or None. Raises AIError when the backend fails."""
+        ...
+
+    def extract(
+        self, request: ChatRequest, fields: Mapping[str, ExtractField], *, asking: str | None = None
+    ) -> ExtractResult:
+        """Values for ``fields`` found in the user's text (absent: not given). Raises AIError when the backend
+        fails."""
         ...

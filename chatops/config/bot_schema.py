@@ -46,7 +46,9 @@ BUILTIN_VARIABLES: Mapping[str, frozenset[str]] = MappingProxyType(
     }
 )
 #: Conversation memory in templates: ``state`` (the values kept across turns) and ``match`` (this turn's regex groups).
-MEMORY_VARIABLES = ("state", "match")
+MEMORY_VARIABLES = ("state", "match", "form")
+#: What an ``ask:`` template of an ``extract:`` stage reads from ``form`` (chatops.engine.forms fills it).
+FORM_ATTRIBUTES = frozenset({"field", "error", "value", "attempts", "max_attempts", "missing", "description"})
 BUILTIN_PROVIDER_KINDS = ("http", "sql", "lookup")
 #: Options each built-in provider kind accepts beside the common keys, and which of them are required.
 PROVIDER_OPTIONS: Mapping[str, Mapping[str, bool]] = MappingProxyType(

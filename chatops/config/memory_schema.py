@@ -141,8 +141,8 @@ class ExtractField(_Keys):
     type: Literal["string", "integer", "number", "boolean", "enum", "date", "time", "email", "phone"] = "string"
     required: bool = True
     description: str | None = None
-    min: float | str | None = None
-    max: float | str | None = None
+    min: int | float | str | None = None
+    max: int | float | str | None = None
     pattern: str | None = None
     choices: tuple[str, ...] | None = Field(default=None, min_length=1)
 

@@ -8,7 +8,9 @@ error is recorded on the turn, and the conversation stays where it was (its stag
 Memory (``conversations.state``, see :mod:`chatops.engine.memory`): a turn starts from the conversation's state
 (empty after a session timeout); when a transition is taken the target stage's ``clear:`` applies, then the
 transition's ``set:`` (with ``match``, this turn's regex groups), then — whenever the stage answers — the stage's
-``set:`` (with its providers' variables). The turn records the state before and after.
+``set:`` (with its providers' variables). An ``extract:`` stage first lets the AI fill its fields
+(:mod:`chatops.engine.forms`) and asks until they are valid. The turn records the state before and after, and
+the extraction.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from chatops.ai.protocol import AIClient, ChatResult
 from chatops.channels.events import Button, InboundMessage, OutboundMessage
 from chatops.config.bot_schema import BotDefinition, Condition, Stage
 from chatops.db.inbox import Conversation, ConversationChange, PastTurn, TurnRecord
-from chatops.engine import memory
+from chatops.engine import forms, memory
 from chatops.engine.stages import decide
 from chatops.engine.variables import VariableSource
 from chatops.engine.window import with_window_params
@@ -32,6 +34,7 @@ from chatops.errors import AIError, ProviderError, StateError, TemplateError
 from chatops.templating.providers import variables_json
 from chatops.templating.split import CHANNEL_TEXT_LIMITS, split_message
 from chatops.templating.store import TemplateStore
+from chatops.text import clean_value
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class _Trace:
     usage: dict[str, int] | None = None
     latency_ms: float = 0.0
     errors: list[str] = field(default_factory=list)
+    extraction: dict[str, Any] | None = None
 
     def ai_call(self, result: Any) -> None:
         self.prompt = list(result.request_messages)
@@ -152,16 +156,30 @@ def handle_turn(
                 state,
                 ("stages", origin, "transitions", index, "set"),
             )
+        form: forms.FormStep | None = None
+        if stage.extract:
+            entered = decision.transition is not None
+            form = _fill_form(runtime, target, stage, state, message, user_text, history, trace, entered=entered)
+            state = form.state
+            if form.exhausted and stage.on_invalid is not None:
+                target, form = stage.on_invalid, None
+                stage = bot.stages[target]
+                state = memory.cleared(state, stage.clear)
         variables = runtime.variables.fetch(
             conversation, message, stage_name=target, stage=stage, now=now, history=history
         )
         variables |= {"state": memory.visible(state), "match": match}
-        if stage.assign:
-            state = _remember(bot, stage.assign, variables, state, ("stages", target, "set"))
-            variables["state"] = memory.visible(state)
-        text = _answer(runtime, stage, variables, user_text, history, trace)
-        replies = _compose(bot, stage, text, conversation.channel)
-        stage_after = stage.next or target
+        if form is not None and form.ask is not None:
+            text = _ask(runtime, stage, form, variables, trace)
+            replies = _compose(bot, stage, text, conversation.channel, buttons=forms.choice_buttons(stage, form))
+            stage_after = target  # the form stays until its required fields are valid
+        else:
+            if stage.assign:  # a form's set: runs once it is complete, so it may read every required field
+                state = _remember(bot, stage.assign, variables, state, ("stages", target, "set"))
+                variables["state"] = memory.visible(state)
+            text = _answer(runtime, stage, variables, user_text, history, trace)
+            replies = _compose(bot, stage, text, conversation.channel)
+            stage_after = stage.next or target
         mode = "human" if stage.handoff else "bot"
     except (AIError, ProviderError, TemplateError, StateError) as exc:
         log.warning("turn of conversation %s failed at stage %s: %s", conversation.id, target, exc)
@@ -194,6 +212,7 @@ def handle_turn(
         error="; ".join(trace.errors) or None,
         state_before=state_before,
         state_after=state,
+        extraction=trace.extraction,
     )
     change = ConversationChange(
         stage=stage_after,
@@ -221,6 +240,52 @@ def _remember(
         return str(location) if location is not None else ".".join(map(str, full))
 
     return memory.apply(state, memory.evaluate_set(assign, variables, where=where), where=where(None))
+
+
+def _fill_form(
+    runtime: BotRuntime,
+    name: str,
+    stage: Stage,
+    state: dict[str, Any],
+    message: InboundMessage,
+    user_text: str,
+    history: Sequence[PastTurn],
+    trace: _Trace,
+    *,
+    entered: bool,
+) -> forms.FormStep:
+    """Let the AI propose the stage's fields (a tapped choice needs no AI), validate them into the state."""
+    asking = forms.asking(state, name)
+    proposal = forms.button_proposal(stage, message.payload.get("button"))
+    extraction: dict[str, Any] = {"asking": asking}
+    if not proposal and (message.text or "").strip():
+        request = _chat_request(runtime, stage, "", user_text, history, trace)
+        result = runtime.ai.extract(request, stage.extract, asking=asking)
+        trace.ai_call(result)
+        proposal = result.values
+        extraction |= {"request": result.request_messages, "raw": result.raw, "model": result.model}
+    location = runtime.bot.location(("stages", name, "extract"))
+    where = str(location) if location is not None else f"stage {name}"
+    outcome = forms.step(name, stage, state, proposal, entered=entered, where=where)
+    trace.extraction = clean_value(
+        extraction
+        | {
+            "proposed": proposal,
+            "errors": outcome.errors,
+            "asked": outcome.ask,
+            "attempts": outcome.attempts,
+            "exhausted": outcome.exhausted,
+        }
+    )
+    return outcome
+
+
+def _ask(runtime: BotRuntime, stage: Stage, form: forms.FormStep, variables: dict[str, Any], trace: _Trace) -> str:
+    """The question for the form's next field: its ``ask:`` template (which sees ``form``), or a plain one."""
+    template = stage.ask_for(form.ask or "")
+    if template is None:
+        return forms.default_question(stage, form)
+    return _render(runtime, template, variables | {"form": forms.form_namespace(stage, form)}, trace)
 
 
 def _session_expired(
@@ -290,10 +355,14 @@ def _chat_request(
     )
 
 
-def _compose(bot: BotDefinition, stage: Stage | None, text: str, channel: str) -> list[OutboundMessage]:
-    """The text split to the channel's cap (at most ``max_replies`` messages); buttons go on the last one."""
+def _compose(
+    bot: BotDefinition, stage: Stage | None, text: str, channel: str, *, buttons: tuple[Button, ...] | None = None
+) -> list[OutboundMessage]:
+    """The text split to the channel's cap (at most ``max_replies`` messages); buttons (the stage's unless given)
+    go on the last one."""
     parts = split_message(text, limit=CHANNEL_TEXT_LIMITS[channel], max_parts=bot.bot.max_replies) if text else []
-    buttons = tuple(Button(b.id, b.title, b.description) for b in stage.buttons) if stage else ()
+    if buttons is None:
+        buttons = tuple(Button(b.id, b.title, b.description) for b in stage.buttons) if stage else ()
     if buttons and not parts:
         parts = ["Please choose:"]
     replies = [OutboundMessage(text=part) for part in parts]

@@ -21,7 +21,7 @@ import yaml
 from jinja2 import Environment
 
 from chatops.config.bot import BotDefinition, display_path, template_files_in, validate_bot
-from chatops.config.bot_schema import PROVIDER_EXPRESSION_KINDS, did_you_mean
+from chatops.config.bot_schema import FORM_ATTRIBUTES, PROVIDER_EXPRESSION_KINDS, did_you_mean
 from chatops.templating.sandbox import ChatopsSandbox
 from chatops.templating.variable_uses import TemplateAnalysis, VariableUse, analyse_template
 
@@ -206,6 +206,9 @@ class _Linter:
             for template in (stage.reply, stage.prompt):
                 if template is not None:
                     self.template(template, bot.template_variables(name), stage=name, chain=())
+            for template in stage.ask_templates:
+                names = {**bot.template_variables(name), "form": FORM_ATTRIBUTES}
+                self.template(template, names, stage=name, chain=())
             if stage.on_error is not None:
                 self.template(stage.on_error, bot.template_variables(name, on_error=True), stage=name, chain=())
         self.inline_templates(bot)
