@@ -5,7 +5,7 @@ function body, so that ``chatops --help`` stays fast.
 
 The global options are declared once, on :func:`main_options`. Every command accepts them too (``chatops simulate
 --stages x`` as well as ``chatops --stages x simulate``): the group copies those declarations onto each command,
-and a command puts the values given after it over the ones given before it.
+where a value given after the command goes over the one given before it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperGroup
 
 from chatops import __version__
 from chatops.cli import output
@@ -28,22 +28,27 @@ if TYPE_CHECKING:
 
 GLOBAL_OPTIONS_PANEL = "Global options (also accepted before the command)"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-# A command's copy of a global option is named apart (a command may have its own `stages` argument).
-_GLOBAL = "global_option_"
 
 
-def _global_names(params: dict[str, Any]) -> list[str]:
-    return [name.removeprefix(_GLOBAL) for name in params if name.startswith(_GLOBAL)]
+def _also_on_commands(param: Any) -> Any:
+    """A command's copy of the global option ``param``: not passed to the command function; its value, when given,
+    goes over the one given before the command (in the root context's ``obj``, which ``settings_from`` reads)."""
+    own = copy.copy(param)
+    own.name = f"global_{param.name}"  # apart from the command's own parameters (lint-templates has a STAGES)
+    original = param.callback  # --version prints and exits
 
-
-class _Command(TyperCommand):
-    """A command that also takes the global options; given here, they override the same option given before it."""
-
-    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer.Context is its click Context
-        given = {name: ctx.params.pop(_GLOBAL + name) for name in _global_names(ctx.params)}
+    def remember(ctx: typer.Context, this: Any, value: Any) -> Any:
+        if original is not None:
+            value = original(ctx, this, value)
         root = ctx.find_root()
-        root.obj = {**(root.obj or {}), **{name: value for name, value in given.items() if value is not None}}
-        return super().invoke(ctx)
+        if value is not None and param.name in (root.obj or {}):
+            root.obj = {**root.obj, param.name: value}
+        return value
+
+    own.callback = remember
+    own.expose_value = False
+    own.rich_help_panel = GLOBAL_OPTIONS_PANEL
+    return own
 
 
 class _ErrorBoundary(TyperGroup):
@@ -57,15 +62,10 @@ class _ErrorBoundary(TyperGroup):
         super().__init__(**attrs)
         shared = [param for param in self.params if param.name and param.name != "help"]
         for command in self.commands.values():
-            assert isinstance(command, _Command), f"register {command.name} with cls=_Command"
             taken = {opt for param in command.params for opt in param.opts}
             clash = taken.intersection(opt for param in shared for opt in param.opts)
             assert not clash, f"{command.name} redefines the global options {sorted(clash)}"
-            for param in shared:
-                own = copy.copy(param)
-                own.name = _GLOBAL + str(param.name)
-                own.rich_help_panel = GLOBAL_OPTIONS_PANEL  # type: ignore[attr-defined]  # a TyperOption's
-                command.params.append(own)
+            command.params.extend(_also_on_commands(param) for param in shared)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer.Context is its click Context
         try:
@@ -150,11 +150,11 @@ def _register() -> None:
     from chatops.cli.serve import serve_command, worker_command
     from chatops.cli.simulate import simulate_command
 
-    app.command("serve", cls=_Command)(serve_command)
-    app.command("worker", cls=_Command)(worker_command)
-    app.command("migrate", cls=_Command)(migrate_command)
-    app.command("lint-templates", cls=_Command)(lint_templates_command)
-    app.command("simulate", cls=_Command)(simulate_command)
+    app.command("serve")(serve_command)
+    app.command("worker")(worker_command)
+    app.command("migrate")(migrate_command)
+    app.command("lint-templates")(lint_templates_command)
+    app.command("simulate")(simulate_command)
 
 
 _register()
