@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -93,6 +96,53 @@ def test_a_downgrade_says_what_it_would_drop_and_needs_yes(empty_database_url: s
         "Hint: back up the database first, then run `chatops migrate --to base --yes`",
     ]
     assert tables_in(empty_database_url) >= set(metadata.tables)  # nothing dropped
+
+
+def test_a_downgrade_that_drops_no_table_needs_yes_too(empty_database_url: str) -> None:
+    first, *later = history()
+    if not later:
+        pytest.skip("needs two revisions")
+    chatops("--database-url", empty_database_url, "migrate")
+    code, out, err = chatops("--database-url", empty_database_url, "migrate", "--to", first.id)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"Downgrading {mask_url(empty_database_url)} from {head_revision()} to {first.id} reverts:",
+        *[f"  {revision.id}  {revision.message}" for revision in later[::-1]],
+        "No table is dropped, but what those revisions added (columns, indexes) goes with its data.",
+        "Error: a downgrade deletes data: it needs --yes",
+        f"Hint: back up the database first, then run `chatops migrate --to {first.id} --yes`",
+    ]
+    code, out, _ = chatops("--database-url", empty_database_url, "migrate", "--to", first.id, "--yes")
+    assert (code, out) == (0, "".join(f"Reverted {r.id}  {r.message}\n" for r in later[::-1]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_on_a_terminal_a_downgrade_asks_first(tmp_path: Path, answer: str) -> None:
+    url = f"sqlite:///{tmp_path / 'asked.db'}"
+    chatops("--database-url", url, "migrate")
+    main, terminal = pty.openpty()  # stdin is a terminal, as for a person typing
+    with os.fdopen(main, "wb", buffering=0) as keyboard:
+        keyboard.write(f"{answer}\n".encode())
+        done = subprocess.run(
+            [sys.executable, "-m", "chatops", "--database-url", url, "migrate", "--to", "base"],
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    os.close(terminal)
+    # The terminal shows the typed answer and its newline; stderr has only the question.
+    assert done.stderr.splitlines()[-1] == "Downgrade? [y/N] " + (
+        "" if answer == "y" else "Error: not confirmed: nothing was changed"
+    )
+    if answer == "n":
+        assert done.returncode == 1
+        assert tables_in(url) >= set(metadata.tables)
+    else:
+        assert done.returncode == 0
+        assert done.stdout == "".join(f"Reverted {r.id}  {r.message}\n" for r in history()[::-1])
+        assert tables_in(url) <= {"alembic_version"}
 
 
 def test_unknown_revision_is_a_clear_error(empty_database_url: str) -> None:

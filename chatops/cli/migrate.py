@@ -96,10 +96,14 @@ def _confirm_downgrade(plan: MigrationPlan, *, database: str, to: str) -> None:
     if plan.dropped_tables:
         lines.append("and drops these tables with every row in them:")
         lines += [f"  {name} ({rows:,} row{'' if rows == 1 else 's'})" for name, rows in plan.dropped_tables]
+    else:
+        lines.append("No table is dropped, but what those revisions added (columns, indexes) goes with its data.")
     for line in lines:
         output.stderr.print(line, markup=False)
     if sys.stdin.isatty():
-        if not typer.confirm("Downgrade?", default=False, err=True):
+        # Asked on stderr and read here rather than with typer.confirm, which writes a space to stdout (--json).
+        output.stderr.print("Downgrade? [y/N] ", end="", markup=False)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             output.error("not confirmed: nothing was changed")
             raise typer.Exit(1)
         return
