@@ -25,7 +25,7 @@ from chatops.db.connect import create_db_engine
 from chatops.db.group_commit import GroupCommit
 from chatops.db.ingest import StoreResult
 from chatops.db.tables import inbound_messages
-from chatops.errors import StorageError
+from chatops.errors import StorageError, UnstorableError
 from chatops.web.app import create_app
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, Webhook, whatsapp_text
 
@@ -123,7 +123,7 @@ def test_a_delivery_the_database_refuses_fails_alone(db: sa.Engine, pool: Thread
 
     assert leader.result(10) == StoreResult(inserted=1)
     assert followers[0].result(10) == StoreResult(inserted=1)
-    with pytest.raises(StorageError, match="cannot use the database"):
+    with pytest.raises(UnstorableError, match="the database refused a value"):
         followers[1].result(10)
     assert followers[2].result(10) == StoreResult(inserted=1)
     assert stored_ids(db) == ["wamid.FIRST", "wamid.A", "wamid.B"]

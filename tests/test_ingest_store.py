@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from chatops.channels.events import InboundMessage, StatusUpdate
 from chatops.db.ingest import StoreResult, delivery, store_events, write_deliveries
 from chatops.db.tables import conversations, inbound_messages, outbound_messages
-from chatops.errors import StorageError
+from chatops.errors import StorageError, UnstorableError
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -220,6 +220,6 @@ def test_a_refused_write_stores_nothing_of_it(db: sa.Engine, backend: str) -> No
     with pytest.raises(sa.exc.DataError, match="value too long"):
         write_deliveries(db, [delivery([text("wamid.OK")], now=NOW), delivery([text("x" * 300)], now=NOW)])
     assert stored(db) == []
-    with pytest.raises(StorageError, match="cannot use the database"):
+    with pytest.raises(UnstorableError, match="the database refused a value: value too long"):
         store_events(db, [text("wamid.OK"), text("x" * 300)], now=NOW)
     assert stored(db) == []
