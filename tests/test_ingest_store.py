@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from chatops.channels.events import InboundMessage, StatusUpdate
 from chatops.db.ingest import StoreResult, delivery, store_events, write_deliveries
 from chatops.db.tables import conversations, inbound_messages, outbound_messages
-from chatops.errors import StorageError, UnstorableError
+from chatops.errors import UnstorableError
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
