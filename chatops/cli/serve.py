@@ -80,9 +80,15 @@ def worker_command(
         signal.signal(sig, lambda *_: stopped.set())
     background.start()
     output.info(f"chatops worker: {concurrency} workers on {bot.bot.name!r}; Ctrl-C to stop", style="bold")
-    while not stopped.wait(1.0):
-        for problem in background.problems():
-            output.warning(problem)
+    shown: list[str] = []
+    while not stopped.wait(1.0):  # problems are said once, and again when they change: not every second
+        problems = background.problems()
+        if problems != shown:
+            for problem in problems:
+                output.warning(problem)
+            if not problems:
+                output.info("no problems left: sending and answering as usual")
+            shown = problems
     background.stop()
     db.dispose()
 

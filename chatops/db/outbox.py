@@ -150,7 +150,7 @@ def _unsent_heads() -> sa.CTE:
     )
 
 
-def mark_sent(bind: Bind, row_id: int, *, provider_message_id: str, now: datetime) -> bool:
+def mark_sent(bind: Bind, row_id: int, *, provider_message_id: str | None, now: datetime) -> bool:
     """Record that Meta accepted row ``row_id``: status ``sent``, the provider id, ``sent_at``; errors cleared.
 
     Returns False when the row is no longer unsent (a status webhook got there first, or it was deleted).

@@ -1,5 +1,8 @@
 """Build what turns need from settings and the bot definition, and run workers and the sender in threads.
 
+:class:`Background` supervises those threads: one that dies is started again (logged), and :meth:`problems`
+reports a dead or stuck one, so ``/readyz`` answers 503 meanwhile (see :mod:`chatops.engine.supervision`).
+
 ``serve`` (in-process workers), ``worker`` (no HTTP) and ``simulate`` all go through :func:`build_runtime`, so
 they answer exactly alike.
 """
@@ -8,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 import httpx
 import sqlalchemy as sa
@@ -20,6 +25,7 @@ from chatops.channels.graph import GraphClient
 from chatops.config.bot_schema import BotDefinition
 from chatops.config.settings import Settings
 from chatops.engine.sender import OutboxSender
+from chatops.engine.supervision import RESTART_AFTER, SUPERVISE_SECONDS, DatabaseOutage, SupervisedThread
 from chatops.engine.turn import BotRuntime
 from chatops.engine.variables import VariableSource
 from chatops.engine.worker import Worker, worker_name
@@ -56,7 +62,10 @@ def whatsapp_template(bot: BotDefinition) -> OutboundMessage | None:
 
 
 class Background:
-    """``workers`` inbox workers and one outbox sender in daemon threads, stopped together."""
+    """``workers`` inbox workers and one outbox sender in daemon threads, supervised, stopped together.
+
+    They share one :class:`DatabaseOutage`, so an outage is logged once per process, not once per thread.
+    """
 
     def __init__(
         self,
@@ -72,42 +81,72 @@ class Background:
         self.stop_event = threading.Event()
         self.http = httpx.Client(timeout=settings.graph_timeout)
         self.runtime = runtime or build_runtime(settings, bot)
+        self.outage = DatabaseOutage()
         self.workers = [
-            Worker(self.runtime, db, settings, clock=clock, name=worker_name(index), on_turn=on_turn)
+            Worker(
+                self.runtime, db, settings, clock=clock, name=worker_name(index), on_turn=on_turn, outage=self.outage
+            )
             for index in range(workers)
         ]
         self.sender = OutboxSender(
-            settings, db, GraphClient.from_settings(settings, self.http), template=whatsapp_template(bot), clock=clock
+            settings,
+            db,
+            GraphClient.from_settings(settings, self.http),
+            template=whatsapp_template(bot),
+            clock=clock,
+            outage=self.outage,
         )
-        self.threads: list[threading.Thread] = []
+        self.threads = [
+            *(SupervisedThread(f"worker {worker.name}", worker.run, worker.heartbeat) for worker in self.workers),
+            SupervisedThread(
+                "outbox sender", partial(self.sender.run, poll_interval=SENDER_POLL_SECONDS), self.sender.heartbeat
+            ),
+        ]
+        self._supervisor: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start every thread."""
-        for worker in self.workers:
-            self.threads.append(
-                threading.Thread(target=worker.run, args=(self.stop_event,), name=f"worker-{worker.name}", daemon=True)
-            )
-        self.threads.append(
-            threading.Thread(
-                target=self.sender.run,
-                args=(self.stop_event,),
-                kwargs={"poll_interval": SENDER_POLL_SECONDS},
-                name="outbox-sender",
-                daemon=True,
-            )
-        )
+        """Start every thread, and the supervisor that starts a dead one again."""
         for thread in self.threads:
-            thread.start()
+            thread.start(self.stop_event)
+        self._supervisor = threading.Thread(target=self._supervise, name="chatops-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def restart_dead(self, *, now: float | None = None) -> list[str]:
+        """Start again every thread that has been dead for :data:`RESTART_AFTER` seconds; returns their names."""
+        now = time.monotonic() if now is None else now
+        restarted = []
+        for thread in self.threads:
+            if thread.alive or thread.thread is None or self.stop_event.is_set():
+                continue
+            if thread.dead_since is None:
+                thread.dead_since = now
+            if now - thread.dead_since >= RESTART_AFTER:
+                thread.restarts += 1
+                log.error("%s: the thread had died; started it again (restart %d)", thread.name, thread.restarts)
+                thread.start(self.stop_event)
+                restarted.append(thread.name)
+        return restarted
+
+    def _supervise(self) -> None:
+        while not self.stop_event.wait(SUPERVISE_SECONDS):
+            try:
+                self.restart_dead()
+            except Exception:  # cannot start a thread (out of memory, interpreter shutting down): try next time
+                log.exception("supervisor: restarting threads failed")
 
     def problems(self) -> list[str]:
-        """What keeps the process from doing its job (a channel paused by an invalid token, …)."""
-        return self.sender.problems()
+        """What keeps the process from doing its job: a dead or stuck thread, a channel paused by a bad token …"""
+        threads = [problem for thread in self.threads if (problem := thread.problem()) is not None]
+        return threads + self.sender.problems()
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """Ask every thread to stop; turns and sends in flight finish, leases are released."""
         self.stop_event.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout)
         for thread in self.threads:
-            thread.join(timeout)
+            if thread.thread is not None:
+                thread.thread.join(timeout)
         self.sender.close()
         self.runtime.variables.runner.close()
         self.http.close()

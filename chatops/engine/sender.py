@@ -11,7 +11,11 @@ over batches until told to stop. What happens to a row after its request is deci
 - code 190 (token invalid or expired): the row waits without using an attempt, the channel is paused and
   reported by :meth:`OutboxSender.problems` until the token source yields a different token;
 - outside the 24-hour customer-service window: never attempted free-form; WhatsApp sends the configured
-  template instead, otherwise ``failed``.
+  template instead, otherwise ``failed``;
+- the message cannot be encoded or a value cannot be stored (a data error): ``failed`` with the error at once;
+- anything else raised while sending (a bug): logged with its traceback and retried like a transient error,
+  ``failed`` once the attempts are used up. Nothing a row raises ends the sender's thread; a database outage
+  (StorageError) pauses the loop with exponential backoff and is logged once (:class:`DatabaseOutage`).
 
 docs/sending.md describes the policy for operators.
 """
@@ -36,7 +40,7 @@ from chatops.channels.graph import GraphClient, is_token_error
 from chatops.channels.messenger import messenger_request
 from chatops.channels.whatsapp import whatsapp_request
 from chatops.config.settings import Settings, load_settings
-from chatops.db.connect import storage_error
+from chatops.db.connect import is_permanent, storage_error
 from chatops.db.outbox import (
     OutboundRow,
     claim_outbound,
@@ -47,8 +51,10 @@ from chatops.db.outbox import (
     release_outbound,
     schedule_retry,
 )
+from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.engine.window import UNRENDERED_PARAMS, window_message
-from chatops.errors import ChannelError, ChatopsError, ConfigError, GraphAPIError
+from chatops.errors import ChannelError, ChatopsError, ConfigError, GraphAPIError, StorageError, UnstorableError
+from chatops.text import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +147,7 @@ class OutboxSender:
         token_check_interval: float = 30.0,
         stale_after: timedelta | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        outage: DatabaseOutage | None = None,
     ) -> None:
         if template is not None and (template.kind != "template" or not template.template_name):
             raise ConfigError(
@@ -163,6 +170,8 @@ class OutboxSender:
             "messenger": _ChannelState(_secret(settings.messenger_page_token)),
         }
         self._pool = ThreadPoolExecutor(max_workers=max(concurrency, 1), thread_name_prefix="chatops-sender")
+        self._outage = outage or DatabaseOutage()
+        self.heartbeat = Heartbeat()
 
     def __enter__(self) -> OutboxSender:
         return self
@@ -205,11 +214,15 @@ class OutboxSender:
         """Send batches until ``stop`` is set; a batch in flight is finished first.
 
         Waits ``poll_interval`` seconds when nothing was due. Recovers rows left ``sending`` by a crashed sender
-        (older than ``stale_after``) at start and every minute. Database and chatops errors are logged and the
-        loop goes on (the database may come back); anything else is a bug and propagates.
+        (older than ``stale_after``) at start and every minute. Never raises an Exception: a database outage is
+        logged once (per process) and retried with exponential backoff, any other failure is logged (with its
+        traceback unless it is one of ours) and retried with backoff too. Beats ``heartbeat`` on every iteration.
         """
         last_recovery: datetime | None = None
+        outage = Backoff()
+        trouble = Backoff()
         while not stop.is_set():
+            self.heartbeat.beat(within=self._stale_after.total_seconds())
             handled = 0
             try:
                 now = self._clock()
@@ -223,12 +236,27 @@ class OutboxSender:
                         )
                     last_recovery = now
                 handled = self.send_due(limit=limit)
-            except sa.exc.SQLAlchemyError as exc:
-                logger.error("sender: %s", storage_error(self._engine, exc))
-            except ChatopsError as exc:
-                logger.error("sender: %s", exc)
-            if handled == 0:
-                stop.wait(poll_interval)
+            except Exception as exc:
+                error = storage_error(self._engine, exc) if isinstance(exc, sa.exc.SQLAlchemyError) else exc
+                if isinstance(error, StorageError):
+                    wait = outage.failed()
+                    self._outage.down("the sender", error.message, retry_in=wait)
+                else:
+                    wait = trouble.failed()
+                    logger.error(
+                        "sender: %s; retry in %.2gs",
+                        error,
+                        wait,
+                        exc_info=None if isinstance(error, ChatopsError) else error,
+                    )
+            else:
+                outage.succeeded()
+                trouble.succeeded()
+                self._outage.up()
+                wait = 0.0 if handled else poll_interval
+            if wait:
+                self.heartbeat.beat(within=wait)
+                stop.wait(wait)
 
     def problems(self) -> list[str]:
         """Why some messages cannot be sent now (for ``/readyz`` and the log); empty when all is well."""
@@ -248,6 +276,48 @@ class OutboxSender:
     # One row ----------------------------------------------------------------------------------------------------
 
     def _deliver(self, row: OutboundRow) -> None:
+        """Send one claimed row and record the outcome; whatever the row raises becomes its outcome.
+
+        Raises StorageError when the database is unavailable (the row stays ``sending`` and is recovered later),
+        and re-raises a BaseException that is not an Exception after recording the attempt.
+        """
+        self.heartbeat.beat(within=self._stale_after.total_seconds())
+        try:
+            self._deliver_row(row)
+        except sa.exc.SQLAlchemyError as exc:
+            error = storage_error(self._engine, exc)
+            if not isinstance(error, UnstorableError):
+                raise error from None
+            self._unexpected(row, error)
+        except Exception as exc:
+            self._unexpected(row, exc)
+        except BaseException as exc:  # SystemExit/KeyboardInterrupt: record the attempt, then end as asked
+            self._unexpected(row, exc)
+            raise
+
+    def _unexpected(self, row: OutboundRow, exc: BaseException) -> None:
+        """A data error fails the row at once; anything else uses up an attempt (retried, then failed)."""
+        now = self._clock()
+        error = clean_text(f"{type(exc).__name__}: {exc}")[:2000]
+        if isinstance(exc, UnicodeError | UnstorableError) or row.attempts >= self._policy.max_attempts:
+            logger.error("outbound %d failed (attempt %d): %s", row.id, row.attempts, error, exc_info=exc)
+            mark_failed(self._engine, row.id, error_code=None, error=error, now=now)
+            return
+        delay = self._policy.delay(row.attempts, jitter=self._random())
+        logger.error(
+            "outbound %d: attempt %d of %d raised, retry in %.1fs: %s",
+            row.id,
+            row.attempts,
+            self._policy.max_attempts,
+            delay,
+            error,
+            exc_info=exc,
+        )
+        schedule_retry(
+            self._engine, row.id, next_attempt_at=now + timedelta(seconds=delay), error_code=None, error=error, now=now
+        )
+
+    def _deliver_row(self, row: OutboundRow) -> None:
         with self._lock:
             state = self._channels[row.channel]
             token = state.token if state.sendable else None
@@ -279,9 +349,9 @@ class OutboxSender:
             self._record_error(row, token, exc)
             return
         except ChannelError as exc:  # the request builder refused the message: retrying cannot help
-            mark_failed(self._engine, row.id, error_code=None, error=exc.message, now=self._clock())
+            mark_failed(self._engine, row.id, error_code=None, error=clean_text(exc.message), now=self._clock())
             return
-        self._record_sent(row, provider_id)
+        self._record_sent(row, clean_text(provider_id))
         if row.channel == "whatsapp" and row.reply_to:
             try:
                 self._graph.mark_whatsapp_read(row.account_id, token, row.reply_to)
@@ -300,6 +370,15 @@ class OutboxSender:
                 mark_sent(self._engine, row.id, provider_message_id=provider_id, now=self._clock())
                 return
             except sa.exc.SQLAlchemyError as exc:
+                if is_permanent(exc):  # the id itself is refused (too long): record the send without it
+                    logger.error(
+                        "outbound %d was accepted by Meta, but its message id cannot be stored (%s); recorded as "
+                        "sent without it (delivery reports for it will not match)",
+                        row.id,
+                        storage_error(self._engine, exc),
+                    )
+                    mark_sent(self._engine, row.id, provider_message_id=None, now=self._clock())
+                    return
                 if attempt == MARK_SENT_ATTEMPTS:
                     logger.error(
                         "outbound %d was accepted by Meta as %s but could not be recorded (%s); it will be sent "
@@ -325,7 +404,7 @@ class OutboxSender:
         now = self._clock()
         if is_token_error(exc):
             self._pause(row.channel, token, now)
-            release_outbound(self._engine, row.id, now=now, error_code=exc.code, error=exc.message)
+            release_outbound(self._engine, row.id, now=now, error_code=exc.code, error=clean_text(exc.message))
         elif exc.transient and row.attempts < self._policy.max_attempts:
             delay = self._policy.delay(row.attempts, jitter=self._random(), retry_after=exc.retry_after)
             logger.info("outbound %d: attempt %d failed, retry in %.1fs: %s", row.id, row.attempts, delay, exc)
@@ -334,13 +413,13 @@ class OutboxSender:
                 row.id,
                 next_attempt_at=now + timedelta(seconds=delay),
                 error_code=exc.code,
-                error=exc.message,
+                error=clean_text(exc.message),
                 now=now,
             )
         else:
             reason = exc.message if not exc.transient else f"gave up after {row.attempts} attempts: {exc.message}"
             logger.warning("outbound %d failed: %s", row.id, reason)
-            mark_failed(self._engine, row.id, error_code=exc.code, error=reason, now=now)
+            mark_failed(self._engine, row.id, error_code=exc.code, error=clean_text(reason), now=now)
 
     # Channel credentials ----------------------------------------------------------------------------------------
 

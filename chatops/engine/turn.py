@@ -4,6 +4,9 @@
 database I/O: the worker loads the conversation and commits the :class:`TurnResult` in one transaction.
 Failures of providers, templates, the AI or memory never escape: the stage's ``on_error`` template answers, the
 error is recorded on the turn, and the conversation stays where it was (its stage and its state).
+Text the turn did not write itself — template output, the AI's answer and intent — is cleaned where it enters
+(:func:`chatops.text.clean_text`; provider values are cleaned by :class:`~chatops.engine.variables.VariableSource`),
+so the turn can always be stored and sent.
 
 Memory (``conversations.state``, see :mod:`chatops.engine.memory`): a turn starts from the conversation's state
 (empty after a session timeout); when a transition is taken the target stage's ``clear:`` applies, then the
@@ -34,7 +37,7 @@ from chatops.errors import AIError, ProviderError, StateError, TemplateError
 from chatops.templating.providers import variables_json
 from chatops.templating.split import CHANNEL_TEXT_LIMITS, split_message
 from chatops.templating.store import TemplateStore
-from chatops.text import clean_value
+from chatops.text import clean_text, clean_value
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,8 @@ class _Trace:
     extraction: dict[str, Any] | None = None
 
     def ai_call(self, result: Any) -> None:
-        self.prompt = list(result.request_messages)
-        self.model = result.model
+        self.prompt = clean_value(list(result.request_messages))
+        self.model = clean_text(result.model) if isinstance(result.model, str) else result.model
         self.latency_ms += result.latency_ms
         usage = asdict(result.usage)
         self.usage = usage if self.usage is None else {k: self.usage.get(k, 0) + v for k, v in usage.items()}
@@ -122,8 +125,8 @@ def handle_turn(
         request = _chat_request(runtime, bot.stages[origin], "", user_text, history, trace)
         result = runtime.ai.classify(request, intents)
         trace.ai_call(result)
-        trace.intent = result.intent
-        return result.intent
+        trace.intent = clean_text(result.intent) if result.intent is not None else None
+        return trace.intent
 
     state_before: dict[str, Any] = {} if restarted else dict(conversation.state)
     state = state_before
@@ -312,15 +315,15 @@ def _answer(
         request = _chat_request(runtime, stage, system_prompt, user_text, history, trace)
         result: ChatResult = runtime.ai.reply(request)
         trace.ai_call(result)
-        trace.ai_response = result.text
-        return result.text
+        trace.ai_response = clean_text(result.text)
+        return trace.ai_response
     return ""
 
 
 def _render(runtime: BotRuntime, name: str, variables: dict[str, Any], trace: _Trace) -> str:
     rendered = runtime.templates.render(name, variables)
     trace.template_versions[name] = rendered.version
-    return rendered.text
+    return clean_text(rendered.text)
 
 
 def _chat_request(

@@ -2,7 +2,9 @@
 
 Builds the :class:`ProviderContext` from the conversation and message, and runs only the providers the stage
 needs: those listed in the stage's ``providers``, or else those its templates mention (so a stage that never
-shows an order does not call the order API).
+shows an order does not call the order API). What providers return comes from outside: every string in it (keys
+included) is cleaned here (:func:`chatops.text.clean_value`), so a reply, the AI prompt and the turn's variables
+snapshot can always be stored and sent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from chatops.db.inbox import Conversation, PastTurn
 from chatops.errors import ProviderError
 from chatops.templating.builtin import message_variables
 from chatops.templating.providers import ConversationInfo, ProviderContext, ProviderRunner, UserInfo
+from chatops.templating.sandbox import Namespace
 from chatops.templating.store import TemplateStore
+from chatops.text import clean_value
 
 
 class VariableSource:
@@ -49,7 +53,10 @@ class VariableSource:
         if result.errors:
             failures = "; ".join(f"{failure.name}: {failure.error}" for failure in result.errors)
             raise ProviderError(f"stage {stage_name!r}: provider failed: {failures}")
-        return result.variables
+        return {
+            name: Namespace(name, clean_value(dict(value))) if name in self.provider_names else value
+            for name, value in result.variables.items()
+        }
 
     def needed(self, stage: Stage, templates: Sequence[str] | None = None) -> frozenset[str]:
         """The providers a stage's templates use (or the stage's explicit ``providers`` list)."""

@@ -2,8 +2,15 @@
 
 Any number of workers (threads here, processes elsewhere) share one database: the lease in ``claim_conversation``
 guarantees one worker per conversation at a time and messages in order, while conversations run in parallel.
-A turn that raises (a bug, a database hiccup) is retried with exponential backoff; after
-``CHATOPS_TURN_MAX_ATTEMPTS`` its messages are marked failed and the user gets the stage's ``on_error`` reply.
+What can go wrong, and what happens then (docs/operations.md says it for operators):
+
+- a turn, or its commit, raises anything but StorageError (a bug, a value the database refuses): the attempt is
+  counted and the messages wait with exponential backoff; after ``CHATOPS_TURN_MAX_ATTEMPTS`` they are marked
+  ``failed`` with the error and the user gets an apology. The thread goes on.
+- StorageError (the database is unreachable): an outage, not the message's fault. No attempt is used; the loop
+  backs off (:class:`~chatops.engine.supervision.Backoff`) and :class:`DatabaseOutage` logs the outage once.
+- BaseException that is not an Exception (SystemExit, KeyboardInterrupt raised by plug-in code): the attempt is
+  counted as above, then the thread ends as asked; ``Background`` starts it again.
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ from chatops.db.inbox import (
     recent_turns,
     release_conversation,
 )
+from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.engine.turn import FALLBACK_ERROR_TEXT, BotRuntime, handle_turn, user_text_of
 from chatops.errors import StorageError
+from chatops.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,7 @@ class Worker:
         clock: Callable[[], datetime],
         name: str | None = None,
         on_turn: Callable[[str, float], None] | None = None,
+        outage: DatabaseOutage | None = None,
     ) -> None:
         self.runtime = runtime
         self.db = db
@@ -67,9 +77,16 @@ class Worker:
         self.name = name or worker_name()
         self.lease = timedelta(seconds=settings.worker_lease_seconds)
         self.on_turn = on_turn
+        self.outage = outage or DatabaseOutage()
+        self.heartbeat = Heartbeat()
 
     def work_once(self, *, only: int | None = None) -> bool:
-        """Claim one due conversation (or conversation ``only``) and run one turn; ``False`` when nothing was due."""
+        """Claim one due conversation (or conversation ``only``) and run one turn; ``False`` when nothing was due.
+
+        Whatever the turn or its commit raises is handled here (an attempt of its messages, see the module
+        docstring). Raises StorageError when the database is unavailable, and whatever claiming or reading the
+        conversation raises.
+        """
         conversation = claim_conversation(self.db, worker_id=self.name, now=self.clock(), lease=self.lease, only=only)
         if conversation is None:
             return False
@@ -78,19 +95,51 @@ class Worker:
         except LeaseLost as exc:
             log.warning("%s", exc)
         finally:
-            release_conversation(self.db, conversation, worker_id=self.name)
+            self._release(conversation)
         return True
 
     def run(self, stop: threading.Event, *, idle_wait: float = 0.2) -> None:
-        """Work until ``stop`` is set; the turn in progress finishes and its lease is released."""
+        """Work until ``stop`` is set; the turn in progress finishes and its lease is released.
+
+        Never raises an Exception: a database outage and a failure outside a turn are retried with exponential
+        backoff (the outage is logged once per process, a failure with its traceback). Beats ``heartbeat`` on
+        every iteration; a turn may take up to the lease before the thread counts as stuck.
+        """
+        outage = Backoff()
+        trouble = Backoff()
         while not stop.is_set():
+            # A turn is bounded by its lease: past it, its commit is refused anyway (LeaseLost).
+            self.heartbeat.beat(within=self.lease.total_seconds())
             try:
                 busy = self.work_once()
             except StorageError as exc:
-                log.error("worker %s: %s", self.name, exc.message)
-                busy = False
-            if not busy:
-                stop.wait(idle_wait)
+                wait = outage.failed()
+                self.outage.down(f"worker {self.name}", exc.message, retry_in=wait)
+            except Exception:  # claiming or reading a conversation failed: a bug or a bad row, not an outage
+                wait = trouble.failed()
+                log.exception("worker %s: unexpected error outside a turn; retry in %.2gs", self.name, wait)
+            else:
+                outage.succeeded()
+                trouble.succeeded()
+                self.outage.up()
+                wait = 0.0 if busy else idle_wait
+            if wait:
+                self.heartbeat.beat(within=wait)
+                stop.wait(wait)
+
+    def _release(self, conversation: Conversation) -> None:
+        """Give the lease back; when that fails the lease runs out by itself, so the failure is only logged."""
+        try:
+            release_conversation(self.db, conversation, worker_id=self.name)
+        except StorageError as exc:  # the next claim meets the outage and reports it
+            log.debug("worker %s: lease of conversation %s not released: %s", self.name, conversation.id, exc)
+        except Exception:
+            log.exception(
+                "worker %s: releasing conversation %s failed; its lease expires within %s",
+                self.name,
+                conversation.id,
+                self.lease,
+            )
 
     def _turn(self, conversation: Conversation) -> None:
         now = self.clock()
@@ -114,24 +163,29 @@ class Worker:
             if skipped:
                 self._commit(conversation, now, answered=[], skipped=skipped, turn=None)
             return
-        history = recent_turns(self.db, conversation.id, limit=max(self.runtime.bot.ai.history, 1))
-        started = self.clock()
         try:
+            history = recent_turns(self.db, conversation.id, limit=max(self.runtime.bot.ai.history, 1))
+            started = self.clock()
             result = handle_turn(self.runtime, conversation, [p.message for p in batch], history=history, now=started)
-        except Exception as exc:  # a bug or an outage inside the turn: retry, then give up politely
+            record = replace(result.record, finished_at=max(self.clock(), started))
+            self._commit(
+                conversation,
+                now,
+                answered=batch,
+                skipped=skipped,
+                turn=record,
+                replies=result.replies,
+                change=result.change,
+                mark_read=batch[-1].message.provider_message_id,
+            )
+        except StorageError:
+            raise  # the database is unavailable (or the lease was lost): not these messages' fault
+        except Exception as exc:  # a bug, or a value the database refused: an attempt, then `failed`
             self._failed(conversation, batch, skipped, exc, now)
             return
-        record = replace(result.record, finished_at=max(self.clock(), started))
-        self._commit(
-            conversation,
-            now,
-            answered=batch,
-            skipped=skipped,
-            turn=record,
-            replies=result.replies,
-            change=result.change,
-            mark_read=batch[-1].message.provider_message_id,
-        )
+        except BaseException as exc:  # SystemExit/KeyboardInterrupt from plug-in code: count it, then end as asked
+            self._failed(conversation, batch, skipped, exc, now)
+            raise
         if self.on_turn is not None:
             self.on_turn("error" if record.error else "ok", (record.finished_at - started).total_seconds())
 
@@ -168,15 +222,26 @@ class Worker:
         conversation: Conversation,
         batch: list[PendingMessage],
         skipped: list[PendingMessage],
-        exc: Exception,
+        exc: BaseException,
         now: datetime,
     ) -> None:
+        """Count an attempt of ``batch``: back off, or after the last attempt mark it failed and apologise.
+
+        Raises StorageError when the database is unavailable (the attempt is then not counted).
+        """
         attempts = max(p.attempts for p in batch) + 1
-        error = f"{type(exc).__name__}: {exc}"
+        # The error may quote the very value the database refused: it must be storable itself.
+        error = clean_text(f"{type(exc).__name__}: {exc}")[:2000]
         if attempts < self.settings.turn_max_attempts:
             delay = min(timedelta(seconds=2**attempts), MAX_BACKOFF)
             log.warning(
-                "turn for conversation %s failed (attempt %d), retry in %s: %s", conversation.id, attempts, delay, error
+                "turn for conversation %s failed (attempt %d of %d), retry in %s: %s",
+                conversation.id,
+                attempts,
+                self.settings.turn_max_attempts,
+                delay,
+                error,
+                exc_info=exc,
             )
             defer_messages(self.db, [p.id for p in batch], error=error, available_at=now + delay)
             if self.on_turn is not None:
@@ -191,19 +256,27 @@ class Worker:
             finished_at=self.clock(),
             stage_before=conversation.stage,
             stage_after=conversation.stage,
-            user_text=user_text_of([p.message for p in batch]),
+            user_text=clean_text(user_text_of([p.message for p in batch])),
             bot_version=self.runtime.bot.version,
             replies=[OutboundMessage(text=text).to_json()],
             error=error,
         )
-        self._commit(
-            conversation,
-            now,
-            answered=batch,
-            skipped=skipped,
-            turn=turn,
-            replies=(OutboundMessage(text=text),),
-            failed_error=error,
-        )
+        try:
+            self._commit(
+                conversation,
+                now,
+                answered=batch,
+                skipped=skipped,
+                turn=turn,
+                replies=(OutboundMessage(text=text),),
+                failed_error=error,
+            )
+        except StorageError:
+            raise
+        except Exception:  # even the apology cannot be stored: at least stop retrying the messages
+            log.exception(
+                "conversation %s: the failed turn could not be recorded; marking its messages failed", conversation.id
+            )
+            self._commit(conversation, now, answered=batch, skipped=skipped, turn=None, failed_error=error)
         if self.on_turn is not None:
             self.on_turn("error", 0.0)
