@@ -121,9 +121,9 @@ class Background:
             if thread.dead_since is None:
                 thread.dead_since = now
             if now - thread.dead_since >= RESTART_AFTER:
-                thread.restarts += 1
-                log.error("%s: the thread had died; started it again (restart %d)", thread.name, thread.restarts)
                 thread.start(self.stop_event)
+                thread.restarts += 1  # after the start: whoever reads it sees the new thread
+                log.error("%s: the thread had died; started it again (restart %d)", thread.name, thread.restarts)
                 restarted.append(thread.name)
         return restarted
 
