@@ -245,6 +245,33 @@ def test_missing_template_named_by_a_stage_and_unused_template() -> None:
     ]
 
 
+def test_text_that_can_grow_without_bound_in_a_loop_is_a_warning() -> None:
+    template = (
+        "{% set ns = namespace(text='', bar='') %}\n"
+        "{% for o in [1, 2] %}\n"
+        "{{ '-' * o }} {{ '-' * 20 }} {{ o * o }} {{ 'x'.ljust(10) }} {{ company | center(30) }}\n"
+        "{{ company.ljust(o) }} {{ company | indent(o) }} {{ '%*d' % (o, 1) }}\n"
+        "{{ '{:>{w}}'.format(company, w=o) }} {{ lipsum(o) }}\n"
+        "{% set ns.text = ns.text ~ company %}{% set ns.bar = ns.bar ~ ns.bar %}{% set ns.text = ns.text * 2 %}\n"
+        "{% endfor %}{{ '-' * company | length }}\n"
+    )
+    report = lint(templates={"welcome.j2": template})
+
+    assert [(f.line, f.col, f.code, f.message) for f in report.findings] == [
+        (3, 8, "W103", "repetition '*' by a number the template computes, inside a loop"),
+        (4, 12, "W103", "'.ljust()' with a width the template computes, inside a loop"),
+        (4, 37, "W103", "filter 'indent' with a width the template computes"),
+        (4, 54, "W103", "a '%*' format width the template computes, inside a loop"),
+        (5, 14, "W103", "a nested '{…{width}}' format field the template computes"),
+        (5, 41, "W103", "lipsum() with a size the template computes, inside a loop"),
+        (6, 48, "W103", "'ns.bar' is set to two copies of itself: it doubles in every loop"),
+        (6, 97, "W103", "'ns.text' is set to a multiple of itself: it grows in every loop"),
+    ]
+    assert report.findings[0].hint == "use a constant, or clamp the value first (e.g. [width, 40] | min)"
+    assert report.exit_code() == 0
+    assert report.exit_code(strict=True) == 1
+
+
 def test_templates_in_stages_yaml() -> None:
     text = BOT.replace("{{ user.id }}", "{{ usr.id }}") + (
         'whatsapp_template:\n  name: follow_up\n  params: ["{{ user.nam }}", "{{ order.status }}"]\n'

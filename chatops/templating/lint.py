@@ -3,9 +3,10 @@
 :func:`lint_bot` loads stages.yaml (its problems become findings), then for every stage checks that each variable
 its templates read is provided there (built-ins, static variables, the stage's providers: see
 ``BotDefinition.template_variables``), following includes and imports; it also checks template syntax, filters and
-tests, provider option templates, the ``whatsapp_template`` params, unused templates and the stage graph. Rule codes
-are stable and documented in docs/lint-rules.md. Formatting for ``text``, ``json`` and ``github`` is here too, so
-the CLI only parses options and prints.
+tests, text that can grow without bound in a loop (:mod:`chatops.templating.growth`), provider option templates,
+the ``whatsapp_template`` params, unused templates and the stage graph. Rule codes are stable and documented in
+docs/lint-rules.md. Formatting for ``text``, ``json`` and ``github`` is here too, so the CLI only parses options
+and prints.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from jinja2 import Environment
 
 from chatops.config.bot import BotDefinition, display_path, template_files_in, validate_bot
 from chatops.config.bot_schema import FORM_ATTRIBUTES, PROVIDER_EXPRESSION_KINDS, did_you_mean
+from chatops.templating.growth import HINT as GROWTH_HINT
+from chatops.templating.growth import unbounded_growth
 from chatops.templating.sandbox import ChatopsSandbox
 from chatops.templating.variable_uses import TemplateAnalysis, VariableUse, analyse_template
 
@@ -39,6 +42,7 @@ RULES: Mapping[str, tuple[Severity, str]] = {
     "E104": ("error", "unknown filter or test"),
     "W101": ("warning", "undefined variable or attribute, guarded by |default, is defined or if"),
     "W102": ("warning", "unused template"),
+    "W103": ("warning", "text or list that can grow without bound inside a loop"),
     "E200": ("error", "invalid stages.yaml"),
     "E201": ("error", "transition or next to an unknown stage"),
     "E202": ("error", "missing or unknown start stage"),
@@ -231,7 +235,18 @@ class _Linter:
             lines = source.splitlines()
             self.analyses[name] = (found, lines)
             self.callables(display_path(file), found, lines)
+            self.growth(display_path(file), source, lines)
         return self.analyses[name]
+
+    def growth(self, file: str, source: str, lines: list[str]) -> None:
+        for found in unbounded_growth(source):
+            if found.word is not None and found.word.isidentifier():
+                col = _column_in(lines, found.line, found.word, 0)
+            else:
+                text = lines[found.line - 1] if 0 < found.line <= len(lines) else ""
+                col = text.find(found.word) + 1 if found.word and found.word in text else 1
+            length = len(found.word) if found.word else 1
+            self.add(file, found.line, col, "W103", found.message, hint=GROWTH_HINT, lines=lines, length=length)
 
     def callables(self, file: str, found: TemplateAnalysis, lines: list[str]) -> None:
         if found.syntax_error is not None:
