@@ -288,10 +288,12 @@ class _ChargedTemplate(Template):
         root = template.root_render_func
 
         def charged(context: Context) -> Generator[str, None, None]:
+            budget = _ACTIVE_BUDGET.get()  # the render's, for the whole render (one lookup, not one per chunk)
+            if budget is None:
+                yield from root(context)
+                return
             for chunk in root(context):
-                budget = _ACTIVE_BUDGET.get()
-                if budget is not None:
-                    budget.charge(len(chunk))
+                budget.charge(len(chunk))
                 yield chunk
 
         template.root_render_func = charged
@@ -310,7 +312,8 @@ class ChatopsSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, *, finalize: Callable[..., Any] | None = None, **options: Any) -> None:
         def bounded_output(value: Any) -> Any:
-            _build(sizes.text_size(value, MAX_SIZE), "an output value")
+            size = len(value) if type(value) is str else sizes.text_size(value, MAX_SIZE)  # the common case first
+            _build(size, "an output value")
             return value if finalize is None else finalize(value)
 
         super().__init__(
