@@ -27,6 +27,12 @@ def test_a_value_the_database_refuses_is_unstorable_not_an_outage(
         c.execute(sa.text(statement), {"v": value})
 
 
+def test_a_value_the_json_column_cannot_encode_is_unstorable(db: sa.Engine) -> None:
+    statement = sa.text("SELECT :v").bindparams(sa.bindparam("v", type_=sa.JSON))
+    with pytest.raises(UnstorableError, match="not JSON serializable"), storage_errors(db), db.connect() as c:
+        c.execute(statement, {"v": {"when": object()}})
+
+
 def test_an_unreachable_server_is_an_outage() -> None:
     engine = create_db_engine("postgresql://chatops:secret@127.0.0.1:1/chatops")
     expected = r"cannot use the database \(PostgreSQL at 127.0.0.1:1/chatops\)"

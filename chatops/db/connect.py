@@ -186,8 +186,10 @@ def is_permanent(exc: BaseException) -> bool:
     """True when ``exc`` is about the data (retrying cannot help), False for the connection or the server."""
     if isinstance(exc, sa.exc.DBAPIError):
         return isinstance(exc, PERMANENT_DBAPI_ERRORS) and not exc.connection_invalidated
-    if isinstance(exc, sa.exc.StatementError):  # a bind parameter failed to convert, wrapped by SQLAlchemy
-        return exc.orig is None or isinstance(exc.orig, PERMANENT_DRIVER_ERRORS)
+    if isinstance(exc, sa.exc.StatementError):
+        # Not a driver error: a bind parameter failed to convert before the statement was sent (a value the JSON
+        # serializer cannot encode is a TypeError here). The same value fails the same way every time.
+        return True
     return isinstance(exc, PERMANENT_DRIVER_ERRORS)
 
 
