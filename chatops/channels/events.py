@@ -31,6 +31,13 @@ InboundKind = Literal[
 
 DeliveryStatus = Literal["sent", "delivered", "read", "played", "failed"]
 
+# The longest values the database holds (the columns of chatops.db.tables; a test keeps them equal). The parsers
+# skip an item whose id is longer, as malformed, and clip a longer user name: real ones are far shorter.
+ACCOUNT_ID_LIMIT = 64  # phone_number_id, Page id
+USER_ID_LIMIT = 64  # wa_id, business-scoped user id, PSID
+MESSAGE_ID_LIMIT = 256  # wamid, mid
+USER_NAME_LIMIT = 256
+
 
 @dataclass(frozen=True)
 class InboundMessage:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from chatops.channels._meta_json import as_dict, as_float, as_list, as_str, clip, utc_from_epoch
+from chatops.channels._meta_json import as_dict, as_float, as_id, as_list, as_str, clip, unusable, utc_from_epoch
 from chatops.channels.events import (
+    ACCOUNT_ID_LIMIT,
+    MESSAGE_ID_LIMIT,
+    USER_ID_LIMIT,
     ChannelNotice,
     Event,
     InboundKind,
@@ -64,16 +67,28 @@ def _parse_event(event: dict[str, Any], page_id: str | None, entry_time: Any) ->
     message = as_dict(event.get("message"))
     if message.get("is_echo"):
         return []
-    sender = as_str(as_dict(event.get("sender")).get("id"))
-    account_id = as_str(as_dict(event.get("recipient")).get("id")) or page_id
+    raw_sender = as_dict(event.get("sender")).get("id")
+    sender = as_id(raw_sender, USER_ID_LIMIT)
+    raw_account = as_dict(event.get("recipient")).get("id") or page_id
+    account_id = as_id(raw_account, ACCOUNT_ID_LIMIT)
     raw_time = event.get("timestamp", entry_time)
     timestamp = utc_from_epoch(raw_time, milliseconds=True)
     known = [key for key in ("message", "postback", "reaction", "delivery", "read") if key in event]
     if not known:
         return []
-    if not (sender and account_id and timestamp):
-        details = f"sender={sender!r} recipient={account_id!r} timestamp={raw_time!r}"
-        return [ChannelNotice("messenger", account_id or "", None, f"malformed Messenger {known[0]} skipped", details)]
+    raw_mid = as_dict(event.get(known[0])).get("mid") if known[0] in ("message", "postback") else None
+    mid = _mid(raw_mid)
+    if not (sender and account_id and timestamp and mid is not None):
+        reasons = unusable(
+            {
+                "sender": (raw_sender, sender),
+                "recipient": (raw_account, account_id),
+                "timestamp": (raw_time, timestamp),
+                "mid": (raw_mid, mid),
+            }
+        )
+        notice = f"malformed Messenger {known[0]} skipped"
+        return [ChannelNotice("messenger", account_id or "", None, notice, clip(reasons, 300))]
 
     def inbound(message_id: str, kind: InboundKind, text: str | None, payload: dict[str, Any]) -> InboundMessage:
         return InboundMessage(
@@ -105,13 +120,13 @@ def _parse_event(event: dict[str, Any], page_id: str | None, entry_time: Any) ->
         referral = event.get("referral") or message.get("referral")
         payload["reply_to"] = as_str(as_dict(message.get("reply_to")).get("mid"))
         payload["referral"] = referral if isinstance(referral, dict) else None
-        message_id = as_str(message.get("mid")) or derived_id("message", sender, raw_time, str(text))
+        message_id = mid or derived_id("message", sender, raw_time, str(text))
         return [inbound(message_id, kind, text, payload)]
     if "postback" in event:
         postback = as_dict(event.get("postback"))
         title = as_str(postback.get("title"))
         button = as_str(postback.get("payload"))
-        message_id = as_str(postback.get("mid")) or derived_id("postback", sender, raw_time, str(button))
+        message_id = mid or derived_id("postback", sender, raw_time, str(button))
         referral = postback.get("referral")  # a "Get Started" tap from an m.me link carries the ref here
         content = {"button": button, "title": title, "description": None, "source": "postback"}
         return [inbound(message_id, "button", title, {**content, "referral": as_dict(referral) or None})]
@@ -128,6 +143,13 @@ def _parse_event(event: dict[str, Any], page_id: str | None, entry_time: Any) ->
         mids: list[str | None] = [mid for mid in (as_str(m) for m in as_list(delivery.get("mids"))) if mid]
         return [status("delivered", mid, delivery.get("watermark")) for mid in mids or [None]]
     return [status("read", None, as_dict(event.get("read")).get("watermark"))]
+
+
+def _mid(raw: Any) -> str | None:
+    """A message's or postback's ``mid``: ``""`` when there is none (an id is derived), ``None`` when it is
+    longer than the database holds."""
+    mid = as_str(raw) or ""
+    return mid if len(mid) <= MESSAGE_ID_LIMIT else None
 
 
 def _message_content(message: dict[str, Any]) -> tuple[InboundKind, str | None, dict[str, Any]]:

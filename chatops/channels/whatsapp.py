@@ -4,7 +4,8 @@ Both functions are pure (no I/O). A webhook carries ``entry[].changes[].value`` 
 ``messages`` (from users), ``statuses`` (reports on what the bot sent) and ``errors`` (system-level problems),
 and every one of them is parsed. Message types the bot does not understand become kind ``unsupported`` rather
 than errors, so one odd message never makes Meta retry a whole batch. Items that lack what identifies them
-(id, sender, timestamp) become a :class:`ChannelNotice` for the log.
+(id, sender, timestamp), or whose id is too long or timestamp out of range, become a :class:`ChannelNotice`
+for the log.
 """
 
 from __future__ import annotations
@@ -12,8 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, get_args
 
-from chatops.channels._meta_json import as_dict, as_float, as_int, as_list, as_str, clip, utc_from_epoch
+from chatops.channels._meta_json import (
+    as_dict,
+    as_float,
+    as_id,
+    as_int,
+    as_list,
+    as_str,
+    clip,
+    unusable,
+    utc_from_epoch,
+)
 from chatops.channels.events import (
+    ACCOUNT_ID_LIMIT,
+    MESSAGE_ID_LIMIT,
+    USER_ID_LIMIT,
+    USER_NAME_LIMIT,
     ChannelNotice,
     DeliveryStatus,
     Event,
@@ -57,31 +72,35 @@ def parse_whatsapp(payload: dict[str, Any]) -> list[Event]:
 
 
 def _parse_value(value: dict[str, Any]) -> list[Event]:
-    account_id = as_str(as_dict(value.get("metadata")).get("phone_number_id")) or ""
+    raw_account_id = as_dict(value.get("metadata")).get("phone_number_id")
+    account_id = as_id(raw_account_id, ACCOUNT_ID_LIMIT) or ""
     names: dict[str, str] = {}
     for contact in as_list(value.get("contacts")):
         contact = as_dict(contact)
         name = as_str(as_dict(contact.get("profile")).get("name"))
         for key in ("wa_id", "user_id"):  # user_id: the business-scoped user id Meta is rolling out
             if name and (user := as_str(contact.get(key))):
-                names[user] = name
+                names[user] = clip(name, USER_NAME_LIMIT)
     events: list[Event] = []
+    account = (raw_account_id, account_id or None)
     for message in as_list(value.get("messages")):
-        events.append(_parse_message(as_dict(message), account_id, names))
+        events.append(_parse_message(as_dict(message), account, names))
     for status in as_list(value.get("statuses")):
-        events.append(_parse_status(as_dict(status), account_id))
+        events.append(_parse_status(as_dict(status), account))
     for error in as_list(value.get("errors")):
         code, title, details = _first_error([error])
         events.append(ChannelNotice("whatsapp", account_id, code, title or "WhatsApp error", details))
     return events
 
 
-def _parse_message(message: dict[str, Any], account_id: str, names: dict[str, str]) -> Event:
-    message_id = as_str(message.get("id"))
-    user_id = as_str(message.get("from")) or as_str(message.get("from_user_id"))
+def _parse_message(message: dict[str, Any], account: tuple[Any, str | None], names: dict[str, str]) -> Event:
+    account_id = account[1] or ""
+    message_id = as_id(message.get("id"), MESSAGE_ID_LIMIT)
+    raw_user = message.get("from") or message.get("from_user_id")
+    user_id = as_id(raw_user, USER_ID_LIMIT)
     timestamp = utc_from_epoch(message.get("timestamp"))
     if not (message_id and user_id and timestamp and account_id):
-        return _malformed(account_id, "message", message)
+        return _malformed(account, "message", message, user=(raw_user, user_id), timestamp=timestamp)
     msg_type = as_str(message.get("type")) or "unknown"
     reader = _CONTENT_READERS.get(msg_type)
     kind, text, content = reader(message, msg_type) if reader else _unsupported(message, msg_type)
@@ -203,15 +222,19 @@ _CONTENT_READERS: dict[str, Callable[[dict[str, Any], str], Content]] = {
 }
 
 
-def _parse_status(status: dict[str, Any], account_id: str) -> Event:
-    message_id = as_str(status.get("id"))
-    user_id = as_str(status.get("recipient_id")) or as_str(status.get("recipient_user_id"))
+def _parse_status(status: dict[str, Any], account: tuple[Any, str | None]) -> Event:
+    account_id = account[1] or ""
+    raw_user = status.get("recipient_id") or status.get("recipient_user_id")
+    user_id = as_id(raw_user, USER_ID_LIMIT)
     timestamp = utc_from_epoch(status.get("timestamp"))
     state = as_str(status.get("status"))
+    message_id = as_id(status.get("id"), MESSAGE_ID_LIMIT)
     if not (message_id and user_id and timestamp and account_id):
-        return _malformed(account_id, "status", status)
+        return _malformed(account, "status", status, user=(raw_user, user_id), timestamp=timestamp)
     if state not in _STATUSES:
-        return ChannelNotice("whatsapp", account_id, None, f"unknown WhatsApp status {state!r} ignored", message_id)
+        return ChannelNotice(
+            "whatsapp", account_id, None, f"unknown WhatsApp status {clip(repr(state), 40)} ignored", message_id
+        )
     code, title, details = _first_error(as_list(status.get("errors")))
     return StatusUpdate(
         channel="whatsapp",
@@ -236,15 +259,25 @@ def _first_error(errors: list[Any]) -> tuple[int | None, str | None, str | None]
     return as_int(error.get("code")), title, as_str(as_dict(error.get("error_data")).get("details"))
 
 
-def _malformed(account_id: str, what: str, item: dict[str, Any]) -> ChannelNotice:
-    missing = [k for k in ("id", "timestamp") if not item.get(k)]
-    return ChannelNotice(
-        "whatsapp",
-        account_id,
-        None,
-        f"malformed WhatsApp {what} skipped",
-        f"missing {', '.join(missing) or 'sender or phone_number_id'}; keys: {sorted(item)}",
+def _malformed(
+    account: tuple[Any, str | None],
+    what: str,
+    item: dict[str, Any],
+    *,
+    user: tuple[Any, str | None],
+    timestamp: Any,
+) -> ChannelNotice:
+    sender = "from" if what == "message" else "recipient_id"
+    reasons = unusable(
+        {
+            "id": (item.get("id"), as_id(item.get("id"), MESSAGE_ID_LIMIT)),
+            sender: user,
+            "timestamp": (item.get("timestamp"), timestamp),
+            "phone_number_id": account,
+        }
     )
+    title = f"malformed WhatsApp {what} skipped"
+    return ChannelNotice("whatsapp", account[1] or "", None, title, clip(reasons, 300))
 
 
 def whatsapp_request(user_id: str, message: OutboundMessage) -> dict[str, Any]:

@@ -9,11 +9,12 @@ one transaction). No extra thread: a request alone writes at once, as before. ``
 (see ``chatops.web.app._webhook_store`` for the measurements, and why PostgreSQL writes per request).
 
 Guarantees are unchanged: a request returns only after the transaction holding its events committed, or raises
-StorageError (503, Meta retries). When a batch fails:
+StorageError (503, Meta retries) or UnstorableError (400: the database refused one of its values). When a batch
+fails:
 
 - the database could not be reached (no statement ran): every request of the batch gets the StorageError;
-- a statement failed (e.g. a value the schema refuses): each delivery is written again alone, so only the one
-  the database refuses fails and the others are stored.
+- a statement failed, or the driver could not bind a value (a lone surrogate, an integer past 64 bits): each
+  delivery is written again alone, so only the one the database refuses fails and the others are stored.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from chatops.channels.events import Event
-from chatops.db.connect import storage_error
+from chatops.db.connect import PERMANENT_DRIVER_ERRORS, storage_error
 from chatops.db.ingest import Delivery, StoreResult, delivery, write_deliveries
-from chatops.errors import ChatopsError
+from chatops.errors import ChatopsError, StorageError
 
 MAX_BATCH = 64  # deliveries per write; more wait for the next one (a request thread holds at most one)
 
@@ -78,7 +79,8 @@ class GroupCommit:
     def store(self, events: Iterable[Event], *, now: datetime, debounce: float = 0.0) -> StoreResult:
         """Store one webhook's events, committed before this returns (possibly with other webhooks' events).
 
-        Raises StorageError when the database is unavailable or refuses this webhook's events.
+        Raises StorageError when the database is unavailable, UnstorableError when it refuses this webhook's
+        events.
         """
         mine = _Waiting(delivery(events, now=now, debounce=debounce))
         if not mine.delivery.events:
@@ -121,9 +123,9 @@ class GroupCommit:
             self.on_batch(len(batch))
         try:
             results = write_deliveries(self.engine, [waiting.delivery for waiting in batch])
-        except sa.exc.DBAPIError as exc:
+        except _WRITE_ERRORS as exc:
             if len(batch) == 1 or _unreachable(exc):
-                error = storage_error(self.engine, exc)
+                error = self._classified(exc)
                 for waiting in batch:
                     waiting.error = error
                 return
@@ -131,6 +133,10 @@ class GroupCommit:
             return
         for waiting, result in zip(batch, results, strict=True):
             waiting.result = result
+
+    def _classified(self, exc: BaseException) -> ChatopsError:
+        """StorageError (unavailable) or UnstorableError (refused) for what a write raised."""
+        return exc if isinstance(exc, StorageError) else storage_error(self.engine, exc)
 
     def _write_one_by_one(self, batch: Sequence[_Waiting]) -> None:
         """After a statement failed: each delivery alone, so only the one the database refuses fails."""
@@ -141,12 +147,20 @@ class GroupCommit:
                 continue
             try:
                 waiting.result = write_deliveries(self.engine, [waiting.delivery])[0]
-            except sa.exc.DBAPIError as exc:
-                waiting.error = storage_error(self.engine, exc)
+            except _WRITE_ERRORS as exc:
+                waiting.error = self._classified(exc)
                 if _unreachable(exc):
                     unreachable = waiting.error  # the database went away: the rest would only wait to fail
 
 
-def _unreachable(exc: sa.exc.DBAPIError) -> bool:
-    """No statement ran: connecting failed, so the database is unavailable for every delivery alike."""
-    return exc.statement is None
+# What a write raises about the database or a value (anything else is a bug, and reaches every waiting request).
+# StorageError: the write found the database unusable before it ran a statement (chatops.db.sqlite_file).
+_WRITE_ERRORS = (sa.exc.StatementError, StorageError, *PERMANENT_DRIVER_ERRORS)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The database is unavailable for every delivery alike: connecting failed (no statement ran), or the write
+    found it unusable (StorageError)."""
+    if isinstance(exc, StorageError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.statement is None

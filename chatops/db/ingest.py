@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from chatops.channels.events import Event, InboundMessage, StatusUpdate
-from chatops.db.connect import storage_error
+from chatops.db.connect import storage_errors
 from chatops.db.outbox import apply_status
 from chatops.db.tables import conversations, inbound_messages
 
@@ -62,12 +62,11 @@ def store_events(engine: sa.Engine, events: Iterable[Event], *, now: datetime, d
     """Store a webhook's events in ONE transaction: upsert conversations, insert new inbound messages
     (deduplicated on channel + provider id), apply status updates.
 
-    Raises StorageError when the database is unavailable (the webhook answers 503 and Meta retries).
+    Raises StorageError when the database is unavailable (the webhook answers 503 and Meta retries), and
+    UnstorableError when it refuses a value (400: retrying cannot help; nothing of the webhook is stored).
     """
-    try:
+    with storage_errors(engine):
         return write_deliveries(engine, [delivery(events, now=now, debounce=debounce)])[0]
-    except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) from None
 
 
 def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[StoreResult]:
@@ -75,7 +74,9 @@ def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[
 
     A message id seen twice (in one delivery or two) is stored once and counted as inserted where it comes
     first. A connection found dead is replaced and the write tried once more. Database errors propagate as
-    SQLAlchemy's DBAPIError (nothing of any delivery committed); callers turn them into StorageError.
+    SQLAlchemy's StatementError (DBAPIError included), or as the driver's ValueError/OverflowError for a value it
+    cannot bind (nothing of any delivery committed); callers classify them with
+    :func:`chatops.db.connect.storage_error`.
     """
     for attempt in (1, 2):
         try:

@@ -1,8 +1,9 @@
 """``GET|POST /webhooks/<channel>``: Meta's subscription check and signed webhook deliveries.
 
 A POST is acknowledged (200) only after its events are committed; when the database is unavailable the answer
-is 503 and Meta retries for up to 7 days. Verification, parsing and storage are library calls; this module only
-adapts requests to them. On SQLite concurrent webhooks are committed together (:mod:`chatops.db.group_commit`).
+is 503 and Meta retries for up to 7 days. A webhook the database refuses (a value it cannot hold) is a 400 with
+the reason: retrying cannot help, and nothing of it is stored. Verification, parsing and storage are library
+calls; this module only adapts requests to them. On SQLite concurrent webhooks are committed together (:mod:`chatops.db.group_commit`).
 
 ``POST /webhooks/<channel>`` is the one route under load (three status webhooks come for every message sent), so
 its successful path skips Flask: :class:`WebhookFront` sits in front of the Flask app, reads the body, calls
@@ -27,7 +28,7 @@ from chatops.channels import parse_webhook, verify_signature, verify_subscriptio
 from chatops.channels.events import CHANNELS, Channel, ChannelNotice, Event, InboundMessage
 from chatops.config.settings import ChannelCredentials, channel_credentials
 from chatops.db.ingest import StoreResult
-from chatops.errors import WebhookError
+from chatops.errors import UnstorableError, WebhookError
 from chatops.web.state import WebState
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ EXTENSION = "chatops.webhooks"
 
 
 class Store(Protocol):
-    """The durable write of one webhook's events: returns after they are committed, or raises StorageError."""
+    """The durable write of one webhook's events: returns after they are committed, or raises StorageError
+    (the database is unavailable) or UnstorableError (it refused a value)."""
 
     def __call__(self, events: Iterable[Event], *, now: datetime, debounce: float = 0.0) -> StoreResult: ...
 
@@ -106,14 +108,19 @@ def acknowledge(routes: WebhookRoutes, name: str, body: bytes, signature: str | 
     """The whole webhook: verify ``signature`` over ``body``, parse every entry, store everything in one
     transaction; the acknowledgement's body once it is committed.
 
-    Raises WebhookError (404 channel off, 400 bad body), SignatureError (401/403), StorageError (database).
+    Raises WebhookError (404 channel off, 400 bad body or a value the database refuses), SignatureError
+    (401/403), StorageError (database unavailable).
     """
     channel, credentials = _enabled(routes, name)
     state = routes.state
     if not state.insecure_skip_signature:
         verify_signature(body, signature, credentials.app_secret or "")
     events = _accepted(parse_webhook(channel, body), state.settings.whatsapp_phone_number_ids)
-    result = routes.store(events, now=state.clock(), debounce=state.settings.debounce_seconds)
+    try:
+        result = routes.store(events, now=state.clock(), debounce=state.settings.debounce_seconds)
+    except UnstorableError as exc:
+        log.warning("%s webhook refused by the database: %s", channel, exc.message)
+        raise WebhookError(f"cannot store this webhook: {exc.message}", status=400) from None
     state.metrics.webhook_stored(channel, result)
     # Formatted directly: jsonify (Flask's JSON provider) was ~7% of the request's GIL time under load.
     return b'{"stored":%d,"duplicates":%d,"statuses":%d}' % (result.inserted, result.duplicates, result.statuses)
@@ -187,7 +194,10 @@ def _accepted(events: list[Event], allowed_accounts: list[str]) -> list[Event]:
     kept: list[Event] = []
     for event in events:
         if isinstance(event, ChannelNotice):
-            log.warning("%s notice for %s: %s %s", event.channel, event.account_id, event.code, event.title)
+            details = f": {event.details}" if event.details else ""
+            log.warning(
+                "%s notice for %s: %s %s%s", event.channel, event.account_id, event.code, event.title, details[:500]
+            )
         elif allowed_accounts and event.channel == "whatsapp" and event.account_id not in allowed_accounts:
             kind = "message" if isinstance(event, InboundMessage) else "status"
             log.info("ignored a %s for phone_number_id %s (not in the allow-list)", kind, event.account_id)
