@@ -77,7 +77,7 @@ def wa_body(messages: list[dict[str, Any]], *, name: str = "Ada", phone_number_i
 # Text that the database cannot hold as it is ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("hostile", ["\ud800", "\x00"], ids=["high-surrogate", "low-surrogate", "nul"])
+@pytest.mark.parametrize("hostile", ["\ud800", chr(0xDFFF), "\x00"], ids=["high-surrogate", "low-surrogate", "nul"])
 def test_unstorable_characters_in_every_text_field_are_replaced_and_stored(
     webhook: Webhook, db: sa.Engine, hostile: str
 ) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from chatops.config.settings import mask_url
+from chatops.db import sqlite_file
 from chatops.errors import ConfigError, StorageError, UnstorableError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -89,6 +90,7 @@ def _create_engine(parsed: URL, *, pool_size: int, echo: bool) -> Engine:
         )
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
+        sqlite_file.watch(engine)  # a deleted or read-only file is an outage, not a silent success
     else:
         engine = sa.create_engine(
             parsed,

@@ -11,7 +11,8 @@ kept low by doing per request only what must be done per request:
   session-level connections (a pooler in transaction mode, such as PgBouncer's, does not keep them). Status
   updates need their own UPDATEs: a write that carries any runs in an explicit transaction.
 - SQLite (in-process, so round trips cost nothing): statements compiled once with bound parameters, one
-  ``BEGIN IMMEDIATE`` transaction.
+  ``BEGIN IMMEDIATE`` transaction, committed only while the file is still there and writable
+  (:mod:`chatops.db.sqlite_file`: a deleted file takes writes without a murmur).
 
 :func:`write_deliveries` stores several webhooks together (see :mod:`chatops.db.group_commit`); they are all
 committed or none is, and each gets its own :class:`StoreResult`.
@@ -32,6 +33,7 @@ from sqlalchemy.dialects import sqlite
 from chatops.channels.events import Event, InboundMessage, StatusUpdate
 from chatops.db.connect import storage_errors
 from chatops.db.outbox import apply_status
+from chatops.db.sqlite_file import check_file
 from chatops.db.tables import conversations, inbound_messages
 
 
@@ -73,7 +75,8 @@ def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[
     """Store every delivery's events in ONE transaction; one result per delivery, in order.
 
     A message id seen twice (in one delivery or two) is stored once and counted as inserted where it comes
-    first. A connection found dead is replaced and the write tried once more. Database errors propagate as
+    first. A connection found dead is replaced and the write tried once more. A SQLite file deleted, replaced
+    or made read-only raises StorageError before anything is committed. Database errors propagate as
     SQLAlchemy's StatementError (DBAPIError included), or as the driver's ValueError/OverflowError for a value it
     cannot bind (nothing of any delivery committed); callers classify them with
     :func:`chatops.db.connect.storage_error`.
@@ -313,6 +316,7 @@ def _write_sqlite(connection: sa.Connection, deliveries: Sequence[Delivery]) -> 
                         new.add((event.channel, event.provider_message_id))
                 elif isinstance(event, StatusUpdate) and apply_status(connection, event, now=d.now):
                     applied.append(index)
+        check_file(connection.engine)  # just before the commit: nothing is acknowledged into a lost file
     return _results(deliveries, messages, new, applied)
 
 

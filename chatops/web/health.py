@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from chatops.db.migrate import head_revision, schema_revision
+from chatops.db.sqlite_file import check_file
 from chatops.errors import StorageError
 from chatops.web.state import web_state
 
@@ -18,10 +19,12 @@ def healthz() -> Response:
 
 @health.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """200 when the database answers and its schema is at head; 503 with the reasons otherwise."""
+    """200 when the database answers (on SQLite: its file is still there and writable) and its schema is at
+    head; 503 with the reasons otherwise."""
     state = web_state(current_app)
     reasons: list[str] = []
     try:
+        check_file(state.db)  # SQLite: a deleted or read-only file is not ready (it would still answer queries)
         current = schema_revision(state.db)
         if current != _head():
             reasons.append(f"schema at {current or 'empty'}, head is {_head()}: run `chatops migrate`")
