@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint fmt bench bench-quick clean
+.PHONY: run test lint fmt fuzz bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ run: $(VENV)/.installed  ## migrate the embedded SQLite database and serve the e
 
 test: $(VENV)/.installed-dev  ## the whole suite (PostgreSQL too when CHATOPS_TEST_DATABASE_URL is set)
 	$(BIN)/pytest
+
+fuzz: $(VENV)/.installed-dev  ## the webhook fuzz suite's long profile (minutes; CI runs a few seconds of it)
+	CHATOPS_FUZZ=long $(BIN)/pytest tests/test_webhooks_fuzz.py --timeout=0 -q
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -190,3 +190,34 @@ def test_sqlite_webhooks_go_through_group_commit(tmp_path: Path, pool: ThreadPoo
         assert "chatops_webhook_batch_deliveries_count" in exported
     finally:
         db.dispose()
+
+
+def test_a_delivery_the_driver_cannot_bind_fails_alone(db: sa.Engine, pool: ThreadPoolExecutor) -> None:
+    # The parsers clean webhook text; an event built otherwise can still carry a lone surrogate, which the
+    # drivers refuse with UnicodeEncodeError before the database sees it. It used to fail the whole batch.
+    gate = Gate()
+    commit = GroupCommit(db, on_batch=gate)
+    unbindable = message("wamid.SURROGATE")
+    unbindable = InboundMessage(**{**unbindable.__dict__, "text": "a\ud800b"})
+    queued = [[message("wamid.A")], [unbindable], [message("wamid.B")]]
+    leader, followers = held_then_queued(commit, gate, pool, [message("wamid.FIRST")], queued)
+
+    assert leader.result(10) == StoreResult(inserted=1)
+    assert followers[0].result(10) == StoreResult(inserted=1)
+    with pytest.raises(UnstorableError, match="the database refused a value"):
+        followers[1].result(10)
+    assert followers[2].result(10) == StoreResult(inserted=1)
+    assert stored_ids(db) == ["wamid.FIRST", "wamid.A", "wamid.B"]
+
+
+@pytest.mark.parametrize("text", ["a\ud800b", "a\x00b"], ids=["surrogate", "nul"])
+def test_store_events_calls_a_value_the_driver_refuses_unstorable(db: sa.Engine, text: str) -> None:
+    from chatops.db.ingest import store_events
+
+    event = InboundMessage(**{**message("wamid.X").__dict__, "text": text})
+    if db.dialect.name == "sqlite" and "\x00" in text:
+        assert store_events(db, [event], now=NOW) == StoreResult(inserted=1)  # SQLite holds NUL
+        return
+    with pytest.raises(UnstorableError, match="the database refused a value"):
+        store_events(db, [event], now=NOW)
+    assert stored_ids(db) == []
