@@ -336,7 +336,7 @@ def test_every_rule_is_documented() -> None:
     doc = (ROOT / "docs" / "lint-rules.md").read_text()
     for code, (severity, _) in RULES.items():
         assert f"## {code}" in doc, code
-        assert code.startswith("E" if severity == "error" else "W")
+        assert code.startswith({"error": "E", "warning": "W", "note": "N"}[severity])
 
 
 # output formats and exit codes ---------------------------------------------------------------------------------

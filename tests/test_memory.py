@@ -83,7 +83,7 @@ def test_an_order_is_remembered_across_turns(simulate: Any, database_url: str) -
     )
     assert simulate("--location", "41.9,12.5").stdout == (
         "Alex: [location 41.9, 12.5]\n"
-        "Pizza Pronto: Thank you! 2 × Diavola is on its way to your location.\n"
+        "Pizza Pronto: Thank you! 2 × Diavola is on its way to 41.9000, 12.5000.\n"
         "stage: address → done → menu\n"
     )
     assert simulate("hello").stdout == (
@@ -97,7 +97,7 @@ def test_an_order_is_remembered_across_turns(simulate: Any, database_url: str) -
 
     recorded = rows(database_url, turns.c.id, turns.c.stage_answered, turns.c.state_before, turns.c.state_after)
     order = {"qty": 2, "pizza": "Diavola", "total": 19.0}
-    delivered = order | {"lat": 41.9, "lon": 12.5}
+    delivered = order | {"lat": 41.9, "lon": 12.5, "place": None}
     assert [row[1:] for row in recorded] == [
         ("welcome", {}, {}),
         ("confirm", {}, order),
@@ -196,12 +196,13 @@ def turn(
     return handle_turn(runtime, conversation, [inbound], history=history, now=NOW)
 
 
-def test_regex_groups_are_kept_with_set_and_an_unmatched_group_forgets(edges: BotRuntime) -> None:
+def test_regex_groups_are_kept_with_set_and_an_unmatched_group_is_null(edges: BotRuntime) -> None:
     result = turn(edges, {"extra": "old", "keep": 1}, message("size large"))
-    assert result.change.state == {"keep": 1, "size": "large"}  # extra: an optional group that did not match
-    assert result.replies[0].text == "keep=1, size=large"
+    after = {"extra": None, "keep": 1, "size": "large"}  # extra: an optional group that did not take part
+    assert result.change.state == after
+    assert result.replies[0].text == "extra=None, keep=1, size=large"
     assert result.record.state_before == {"extra": "old", "keep": 1}
-    assert result.record.state_after == {"keep": 1, "size": "large"}
+    assert result.record.state_after == after
 
 
 def test_buttons_and_contacts_are_captured(edges: BotRuntime) -> None:

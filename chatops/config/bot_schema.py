@@ -304,11 +304,12 @@ class Condition(_Strict):
         given = [
             field.alias or name for name, field in type(self).model_fields.items() if getattr(self, name) is not None
         ]
-        if len(given) != 1:
+        # `state` may guard one other condition: {button: "yes", state: {qty: {defined: true}}} needs both.
+        if len(given) != 1 and not (len(given) == 2 and "state" in given):
             raise InvalidValue(
                 "a condition has exactly one of button, keywords, regex, intent, state, if, default"
                 + (f" (found {', '.join(given)})" if given else ""),
-                hint="write one transition per condition; they are tried in order",
+                hint="write one transition per condition (state: may guard one other); they are tried in order",
             )
         if self.default is False:
             raise InvalidValue("default must be true", hint="write `when: {default: true}` or remove it")
@@ -317,10 +318,12 @@ class Condition(_Strict):
     @property
     def kind(self) -> Literal["button", "keywords", "regex", "intent", "state", "if", "default"]:
         """Which condition this is."""
-        for name in ("button", "keywords", "regex", "intent", "state"):
+        for name in ("button", "keywords", "regex", "intent"):
             if getattr(self, name) is not None:
                 return name
-        return "if" if self.test is not None else "default"
+        if self.test is not None:
+            return "if"
+        return "state" if self.state is not None else "default"
 
     @property
     def groups(self) -> tuple[str, ...]:

@@ -128,8 +128,8 @@ class StateTest(_Keys):
         )
 
     def holds(self, state: dict[str, Any], name: str) -> bool:
-        """Whether ``state[name]`` passes this test (``equals`` implies defined)."""
-        present = name in state and state[name] is not None
+        """Whether ``state[name]`` passes this test (``equals`` implies defined; a kept null counts as defined)."""
+        present = name in state
         if self.defined is not None and present != self.defined:
             return False
         return "equals" not in self.model_fields_set or (present and state[name] == self.equals)

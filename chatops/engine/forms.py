@@ -130,9 +130,10 @@ def step(
         if error is None:
             kept[name] = memory.storable(checked, where=f"{where}: extract {name}")
         else:
-            kept[name] = None  # forgotten: asked again
             errors[name] = (error, _shown(value))
-    new_state = memory.apply({k: v for k, v in state.items() if k != FORM_KEY}, kept, where=where)
+    # An invalid value is forgotten, so the form asks for it again.
+    current = {k: v for k, v in state.items() if k != FORM_KEY and k not in errors}
+    new_state = memory.apply(current, kept, where=where)
     missing = tuple(name for name, spec in stage.extract.items() if spec.required and name not in new_state)
     pending = next((name for name in stage.extract if name in errors or name in missing), None)
     summary = {name: error for name, (error, _) in errors.items()}

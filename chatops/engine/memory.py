@@ -64,13 +64,9 @@ def evaluate_set(
 
 
 def apply(state: Mapping[str, Any], values: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-    """``state`` with ``values`` written in (a None value forgets the name); raises StateError past the limits."""
-    updated = dict(state)
-    for name, value in values.items():
-        if value is None:
-            updated.pop(name, None)
-        else:
-            updated[name] = value
+    """``state`` with ``values`` written in (``none`` is kept as null: the name stays defined, as lint assumes);
+    raises StateError past the limits."""
+    updated = {**state, **values}
     names = [name for name in updated if not name.startswith(INTERNAL_PREFIX)]
     if len(names) > MAX_STATE_NAMES:
         raise StateError(
@@ -131,8 +127,8 @@ def condition_holds(condition: Condition, state: Mapping[str, Any], variables: M
 
     Raises TemplateError when the ``if`` expression fails (an undefined name: guard it with ``is defined``).
     """
-    if condition.state is not None:
-        return all(test.holds(dict(state), name) for name, test in condition.state.items())
+    if condition.state is not None and not all(test.holds(dict(state), n) for n, test in condition.state.items()):
+        return False
     if condition.test is not None:
         return bool(_compiled(condition.test, f"if {condition.test!r}").evaluate(variables))
-    return False
+    return condition.state is not None

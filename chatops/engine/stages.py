@@ -46,7 +46,11 @@ def matches_deterministically(
     match.
     """
     if condition.state is not None or condition.test is not None:
-        return condition.kind if check is not None and check(condition) else None
+        # A state guard with another condition: the guard must hold, then the other condition decides.
+        if check is None or not check(condition):
+            return None
+        if condition.kind in ("state", "if"):
+            return condition.kind
     if condition.button is not None:
         return "button" if button_of(message) == condition.button else None
     text = message.text or ""
@@ -81,12 +85,16 @@ def decide(
     if intents and (message.text or "").strip():
         chosen = classify(intents)
         for transition in stage.transitions:
-            if chosen is not None and transition.when.intent == chosen:
+            if chosen is not None and transition.when.intent == chosen and _guard(transition.when, check):
                 return Decision(transition.to, "intent", chosen, transition=transition)
     for transition in stage.transitions:
-        if transition.when.default:
+        if transition.when.default and _guard(transition.when, check):
             return Decision(transition.to, "default", transition=transition)
     return Decision(current, "stay")
+
+
+def _guard(condition: Condition, check: Callable[[Condition], bool] | None) -> bool:
+    return condition.state is None or (check is not None and check(condition))
 
 
 def _groups(condition: Condition, message: InboundMessage) -> dict[str, Any]:

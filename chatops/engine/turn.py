@@ -187,7 +187,7 @@ def handle_turn(
     except (AIError, ProviderError, TemplateError, StateError) as exc:
         log.warning("turn of conversation %s failed at stage %s: %s", conversation.id, target, exc)
         trace.errors.append(f"{type(exc).__name__}: {exc}")
-        text = _error_reply(runtime, conversation, message, current, target, now, trace)
+        text = _error_reply(runtime, conversation, message, current, target, now, trace, state_before)
         replies = _compose(bot, None, text, conversation.channel)
         stage_after = origin
         mode = "bot"
@@ -382,8 +382,10 @@ def _error_reply(
     target: str,
     now: datetime,
     trace: _Trace,
+    state: dict[str, Any],
 ) -> str:
-    """The ``on_error`` template of the target stage (else the current one), or a fixed apology."""
+    """The ``on_error`` template of the target stage (else the current one), or a fixed apology. It sees the
+    state as it was before the turn."""
     for name in (target, current):
         stage = runtime.bot.stages.get(name) if name else None
         if name is None or stage is None or stage.on_error is None:
@@ -392,6 +394,7 @@ def _error_reply(
             variables = runtime.variables.fetch(
                 conversation, message, stage_name=name, stage=stage, now=now, templates=(stage.on_error,)
             )
+            variables |= {"state": memory.visible(state), "match": memory.match_namespace({})}
             return _render(runtime, stage.on_error, variables, trace)
         except (ProviderError, TemplateError) as exc:
             trace.errors.append(f"on_error {stage.on_error}: {exc}")

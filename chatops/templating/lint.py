@@ -23,12 +23,13 @@ from jinja2 import Environment
 
 from chatops.config.bot import BotDefinition, display_path, template_files_in, validate_bot
 from chatops.config.bot_schema import FORM_ATTRIBUTES, PROVIDER_EXPRESSION_KINDS, did_you_mean
+from chatops.templating.flow import Moment, StateFlow
 from chatops.templating.growth import HINT as GROWTH_HINT
 from chatops.templating.growth import unbounded_growth
 from chatops.templating.sandbox import ChatopsSandbox
 from chatops.templating.variable_uses import TemplateAnalysis, VariableUse, analyse_template
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
 # Every namespace is a read-only mapping in the sandbox: `order.get("eta")` works whatever the provider provides.
 _MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
 Namespace = Mapping[str, frozenset[str] | None]
@@ -49,6 +50,9 @@ RULES: Mapping[str, tuple[Severity, str]] = {
     "E203": ("error", "stage with no reply and no way out"),
     "W201": ("warning", "unreachable stage"),
     "W202": ("warning", "transition on a button no stage offers"),
+    "W203": ("warning", "start stage whose reply a new conversation never sees (its transitions end in default)"),
+    "W301": ("warning", "state read where some path from start leaves it unset"),
+    "N301": ("note", "state name set but never read"),
 }
 
 
@@ -73,8 +77,8 @@ class Finding:
 
     @property
     def severity(self) -> Severity:
-        """``error`` or ``warning``, from the code."""
-        return "warning" if self.code.startswith("W") else "error"
+        """``error``, ``warning`` or ``note``, from the code's first letter."""
+        return {"W": "warning", "N": "note"}.get(self.code[:1], "error")  # type: ignore[return-value]
 
     @property
     def stage(self) -> str | None:
@@ -121,6 +125,11 @@ class LintReport:
         """How many findings are warnings."""
         return sum(finding.severity == "warning" for finding in self.findings)
 
+    @property
+    def notes(self) -> int:
+        """How many findings are notes (never fail the run, even with ``--strict``)."""
+        return sum(finding.severity == "note" for finding in self.findings)
+
     def exit_code(self, *, strict: bool = False) -> int:
         """1 when there are errors (or, with ``strict``, warnings), else 0."""
         return 1 if self.errors or (strict and self.warnings) else 0
@@ -158,6 +167,8 @@ class _Linter:
         self.stage_lines = _lines(path)
         self.analyses: dict[str, tuple[TemplateAnalysis, list[str]] | None] = {}
         self.pending: dict[tuple[Any, ...], _Pending] = {}
+        self.flow: StateFlow | None = None
+        self.state_reads: set[str] = set()
 
     # collecting ----------------------------------------------------------------------------------------------------
 
@@ -206,17 +217,21 @@ class _Linter:
     # checking ------------------------------------------------------------------------------------------------------
 
     def run(self, bot: BotDefinition) -> None:
+        self.flow = StateFlow(bot) if bot.bot.start in bot.stages else None
         for name, stage in bot.stages.items():
             for template in (stage.reply, stage.prompt):
                 if template is not None:
                     self.template(template, bot.template_variables(name), stage=name, chain=())
             for template in stage.ask_templates:
                 names = {**bot.template_variables(name), "form": FORM_ATTRIBUTES}
-                self.template(template, names, stage=name, chain=())
+                self.template(template, names, stage=name, chain=(), moment="ask")
             if stage.on_error is not None:
-                self.template(stage.on_error, bot.template_variables(name, on_error=True), stage=name, chain=())
+                names = bot.template_variables(name, on_error=True)
+                self.template(stage.on_error, names, stage=name, chain=(), moment="error")
         self.inline_templates(bot)
+        self.memory_expressions(bot)
         self.graph(bot)
+        self.unread_state(bot)
         for name in template_files_in(self.folder):
             if name not in self.analyses:
                 file = display_path(self.folder / name)
@@ -275,6 +290,7 @@ class _Linter:
         stage: str | None,
         chain: tuple[str, ...],
         context: str | None = None,
+        moment: Moment = "answer",
     ) -> None:
         loaded = self.analysis(name)
         if loaded is None:
@@ -282,7 +298,7 @@ class _Linter:
         found, lines = loaded
         file = display_path(self.folder / name)
         for use in found.uses:
-            self.variable(file, use, names, stage=stage, context=context, lines=lines)
+            self.variable(file, use, names, stage=stage, context=context, lines=lines, moment=moment)
         for ref in found.references:
             if self.analysis(ref.name) is None:
                 self.add(
@@ -297,7 +313,7 @@ class _Linter:
                 )
             elif ref.name not in chain:
                 if ref.with_context:
-                    self.template(ref.name, names, stage=stage, chain=(*chain, name), context=context)
+                    self.template(ref.name, names, stage=stage, chain=(*chain, name), context=context, moment=moment)
                 else:  # an import without context sees no variables at all
                     ctx = f"imported without context by {name}"
                     self.template(ref.name, {}, stage=None, chain=(*chain, name), context=ctx)
@@ -313,6 +329,7 @@ class _Linter:
         lines: list[str] | None,
         line: int | None = None,
         cols: tuple[int, int] | None = None,
+        moment: Moment = "answer",
     ) -> None:
         line = line if line is not None else use.line
         col, attr_col = cols if cols is not None else (use.col, use.attr_col)
@@ -337,12 +354,19 @@ class _Linter:
             )
             return
         attributes = names[use.name]
+        if use.name == "state" and use.attr is not None:
+            self.state_reads.add(use.attr)
+            if attributes is not None and use.attr in attributes and stage is not None:
+                self.state_flow(file, use, stage, moment, line, attr_col, lines)
         if use.attr is None or attributes is None or use.attr in attributes or use.attr in _MAPPING_METHODS:
             return
         close = _closest(use.attr, sorted(attributes))
         hint = close or f"'{use.name}' provides: " + ", ".join(sorted(attributes))
         code = "W101" if use.attr_guarded else "E102"
         message = f"undefined attribute '{use.attr}' of '{use.name}'"
+        if use.name == "state":
+            message = f"state.{use.attr} is set nowhere"
+            hint = close or "no set:, extract: field or transition of stages.yaml sets it"
         self.add(
             file,
             line,
@@ -355,6 +379,69 @@ class _Linter:
             lines=lines,
             length=len(use.attr),
         )
+
+    def state_flow(
+        self, file: str, use: VariableUse, stage: str, moment: Moment, line: int, col: int, lines: list[str] | None
+    ) -> None:
+        """W301: ``state.x`` read unguarded where some path from start reaches ``stage`` without setting x."""
+        if self.flow is None or use.attr is None or use.attr_guarded:
+            return
+        if use.attr in self.flow.surely_set(stage, moment):
+            return
+        path = self.flow.path(stage, use.attr, moment)
+        where = {"answer": "", "ask": " (in its ask template)", "error": " (in its on_error template)"}[moment]
+        self.add(
+            file,
+            line,
+            col,
+            "W301",
+            f"state.{use.attr} may be unset here{where}",
+            stage=stage,
+            hint=(f"e.g. on the path {' → '.join(path)}; " if path else "")
+            + f"set it on every path, or guard it: state.{use.attr} | default(…), is defined, or {{% if %}}",
+            lines=lines,
+            length=len(use.attr),
+        )
+
+    def memory_expressions(self, bot: BotDefinition) -> None:
+        """``set:`` expressions and ``if:`` conditions of stages.yaml: their names, and the state they read."""
+        base = {**bot.template_variables(), "match": None}
+        for name, stage in bot.stages.items():
+            for key, source in stage.assign.items():
+                names = {**bot.template_variables(name), "match": None}
+                self.inline(bot, ("stages", name, "set", key), source, names, f"stage {name}", expression=True)
+            for index, transition in enumerate(stage.transitions):
+                path: tuple[str | int, ...] = ("stages", name, "transitions", index)
+                for key, source in transition.assign.items():
+                    self.inline(bot, (*path, "set", key), source, base, f"stage {name}", expression=True)
+                if transition.when.test is not None:
+                    self.inline(
+                        bot, (*path, "when", "if"), transition.when.test, base, f"stage {name}", expression=True
+                    )
+                self.state_reads |= set(transition.when.state or ())
+
+    def unread_state(self, bot: BotDefinition) -> None:
+        """N301: a state name some ``set:`` or ``extract:`` writes but nothing reads."""
+        for name, stage in bot.stages.items():
+            written: list[tuple[tuple[str | int, ...], str]] = [(("stages", name, "set", k), k) for k in stage.assign]
+            written += [(("stages", name, "extract", k), k) for k in stage.extract]
+            for index, transition in enumerate(stage.transitions):
+                written += [(("stages", name, "transitions", index, "set", k), k) for k in transition.assign]
+            for path, key in written:
+                if key in self.state_reads:
+                    continue
+                loc = bot.location(path, key=True)
+                if loc is not None:
+                    self.add(
+                        loc.file,
+                        loc.line,
+                        loc.col,
+                        "N301",
+                        f"state.{key} is set but never read",
+                        stage=name,
+                        hint="no template, set: or condition reads it; remove it, or use it",
+                        length=len(key),
+                    )
 
     def inline_templates(self, bot: BotDefinition) -> None:
         """Provider options and whatsapp_template params: templates written in stages.yaml itself."""
@@ -432,6 +519,26 @@ class _Linter:
                 reached.add(name)
                 pending.extend(t for t in bot.stages[name].targets if t in bot.stages)
         offered = {button.id for stage in bot.stages.values() for button in stage.buttons}
+        offered |= {
+            choice for stage in bot.stages.values() for f in stage.extract.values() for choice in f.choices or ()
+        }
+        start = bot.stages.get(bot.bot.start)
+        catch_all = start is not None and any(t.when.default and t.when.state is None for t in start.transitions)
+        if start is not None and catch_all and (start.reply or start.prompt):
+            loc = bot.location(("stages", bot.bot.start, "transitions"), key=True)
+            assert loc is not None
+            self.add(
+                loc.file,
+                loc.line,
+                loc.col,
+                "W203",
+                f"start stage '{bot.bot.start}' never shows its reply to a new conversation: the first message goes "
+                "through its transitions, and the default one always matches",
+                stage=bot.bot.start,
+                hint="let the start stage reply and move on with next: to a stage that has the transitions "
+                "(docs/stages.md#the-start-stage)",
+                length=len("transitions"),
+            )
         for name, stage in bot.stages.items():
             loc = bot.location(("stages", name), key=True)
             assert loc is not None
@@ -520,7 +627,8 @@ def _summary(report: LintReport) -> str:
         return f"No problems found ({checked})."
     errors = f"{report.errors} error{'s' * (report.errors != 1)}"
     warnings = f"{report.warnings} warning{'s' * (report.warnings != 1)}"
-    return f"Found {errors} and {warnings} ({checked})."
+    notes = f", {report.notes} note{'s' * (report.notes != 1)}" if report.notes else ""
+    return f"Found {errors} and {warnings}{notes} ({checked})."
 
 
 def format_json(report: LintReport) -> str:
@@ -541,7 +649,8 @@ def format_github(report: LintReport) -> str:
                 ("title", finding.code),
             )
         )
-        out.append(f"::{finding.severity} {props}::{_escape(finding.text)}")
+        level = "notice" if finding.severity == "note" else finding.severity  # GitHub's name for a note
+        out.append(f"::{level} {props}::{_escape(finding.text)}")
     return "".join(line + "\n" for line in out)
 
 
