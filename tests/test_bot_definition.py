@@ -240,7 +240,7 @@ ERRORS = [
         MINIMAL + "    transitions:\n      - when: {button: a, intent: b}\n        to: welcome\n",
         "stages.yaml:8:15: stages.welcome.transitions[0].when: a condition has exactly one of button, keywords, "
         "regex, intent, state, if, default (found button, intent)",
-        "write one transition per condition; they are tried in order",
+        "write one transition per condition (state: may guard one other); they are tried in order",
         id="two-conditions",
     ),
     pytest.param(
