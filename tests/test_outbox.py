@@ -491,7 +491,8 @@ def test_a_channel_without_a_token_keeps_its_rows_pending(
     assert sender.send_due() == 0
     row = outbound(db, row_id)
     assert (row.status, row.attempts) == ("pending", 0)
-    assert sender.problems() == ["messenger: 1 outbound message(s) wait: set CHATOPS_MESSENGER_PAGE_TOKEN to send them"]
+    assert sender.problems() == []  # rows of a channel this deployment does not send on: a warning, not unready
+    assert sender.warnings() == ["messenger: 1 outbound message(s) wait: set CHATOPS_MESSENGER_PAGE_TOKEN to send them"]
     assert fake.requests == []
 
     tokens.values["messenger"] = "page-token-late"
@@ -768,3 +769,27 @@ def test_messenger_delivery_per_mid(db: sa.Engine) -> None:
     update = status_update("delivered", "m_2", channel="messenger", user_id="PSID1", watermark=T0)
     assert apply_status(db, update, now=T0)
     assert (outbound(db, first).status, outbound(db, second).status) == ("sent", "delivered")
+
+
+def test_rows_waiting_for_a_disabled_channel_leave_readyz_ready(
+    db: sa.Engine, database_url: str, make_sender: SenderFactory
+) -> None:
+    """Data must not make a process unready: /readyz answers 200 and names the waiting rows as a warning."""
+    from chatops.web.app import create_app
+    from chatops.web.state import web_state
+
+    add_outbound(db, add_conversation(db, channel="messenger"))
+    sender = make_sender(page_token=None, token_source=Tokens())
+    assert sender.send_due() == 0
+    app = create_app(Settings(database_url=database_url), None, db=db)
+    state = web_state(app)
+    state.readiness_checks.append(sender.problems)  # wired as `chatops serve` wires its Background
+    state.readiness_warnings.append(sender.warnings)
+    response = app.test_client().get("/readyz")
+    assert (response.status_code, response.json) == (
+        200,
+        {
+            "status": "ready",
+            "warnings": ["messenger: 1 outbound message(s) wait: set CHATOPS_MESSENGER_PAGE_TOKEN to send them"],
+        },
+    )

@@ -140,6 +140,7 @@ def _background(settings: Settings, bot: BotDefinition, db: sa.Engine, *, worker
 
     background = Background(settings, bot, db, workers=workers, clock=utc_now, on_turn=on_turn)
     state.readiness_checks.append(background.problems)
+    state.readiness_warnings.append(background.warnings)
     return background
 
 

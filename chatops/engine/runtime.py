@@ -139,6 +139,10 @@ class Background:
         threads = [problem for thread in self.threads if (problem := thread.problem()) is not None]
         return threads + self.sender.problems()
 
+    def warnings(self) -> list[str]:
+        """What readiness reports without failing (rows waiting for a channel this deployment does not send on)."""
+        return self.sender.warnings()
+
     def stop(self, *, timeout: float = 30.0) -> None:
         """Ask every thread to stop; turns and sends in flight finish, leases are released."""
         self.stop_event.set()

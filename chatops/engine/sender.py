@@ -269,9 +269,16 @@ class OutboxSender:
                         f"{channel}: sending is paused: the Graph API refused {variable} (code 190, invalid or "
                         f"expired token); set a new token in {variable} (environment or .env) and sending resumes"
                     )
-                elif state.token is None and state.waiting:
-                    problems.append(f"{channel}: {state.waiting} outbound message(s) wait: set {variable} to send them")
         return problems
+
+    def warnings(self) -> list[str]:
+        """Rows waiting for a channel that has no token (disabled here): data, not a fault, so ``/readyz`` stays 200."""
+        with self._lock:
+            return [
+                f"{channel}: {state.waiting} outbound message(s) wait: set {TOKEN_VARIABLES[channel]} to send them"
+                for channel, state in self._channels.items()
+                if state.token is None and state.refused is None and state.waiting
+            ]
 
     # One row ----------------------------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ def create_app(
     ``insecure_skip_signature`` accepts unsigned webhooks (development only; ``serve`` warns loudly).
     """
     from chatops.db.connect import create_db_engine
+    from chatops.web.queue_metrics import QueueCollector
 
     app = Flask("chatops")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -46,6 +47,7 @@ def create_app(
         insecure_skip_signature=insecure_skip_signature,
     )
     app.extensions[EXTENSION] = state
+    state.metrics.registry.register(QueueCollector(state.db, clock=clock))
     errors.init_app(app)
     app.register_blueprint(health)
     app.register_blueprint(metrics)

@@ -31,9 +31,10 @@ def readyz() -> tuple[Response, int]:
     except StorageError as exc:
         reasons.append(exc.message)
     reasons.extend(state.readiness_problems())
+    warnings = {"warnings": notes} if (notes := state.readiness_notes()) else {}
     if reasons:
-        return jsonify({"status": "unavailable", "reasons": reasons}), 503
-    return jsonify({"status": "ready"}), 200
+        return jsonify({"status": "unavailable", "reasons": reasons, **warnings}), 503
+    return jsonify({"status": "ready", **warnings}), 200
 
 
 _HEAD: list[str] = []

@@ -34,10 +34,15 @@ class WebState:
     clock: Callable[[], datetime] = utc_now
     insecure_skip_signature: bool = False
     readiness_checks: list[Callable[[], list[str]]] = field(default_factory=list)
+    readiness_warnings: list[Callable[[], list[str]]] = field(default_factory=list)
 
     def readiness_problems(self) -> list[str]:
         """Problems reported by the registered checks (e.g. a channel paused by an invalid token)."""
         return [problem for check in self.readiness_checks for problem in check()]
+
+    def readiness_notes(self) -> list[str]:
+        """Warnings that do not make the process unready (e.g. rows waiting for a disabled channel)."""
+        return [note for check in self.readiness_warnings for note in check()]
 
 
 def web_state(app: Flask) -> WebState:
