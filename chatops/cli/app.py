@@ -145,8 +145,10 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
 
 
 def _register() -> None:
+    from chatops.cli.forget import forget_command
     from chatops.cli.lint_templates import lint_templates_command
     from chatops.cli.migrate import migrate_command
+    from chatops.cli.prune import prune_command
     from chatops.cli.serve import serve_command, worker_command
     from chatops.cli.simulate import simulate_command
 
@@ -155,6 +157,8 @@ def _register() -> None:
     app.command("migrate")(migrate_command)
     app.command("lint-templates")(lint_templates_command)
     app.command("simulate")(simulate_command)
+    app.command("prune")(prune_command)
+    app.command("forget")(forget_command)
 
 
 _register()

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(default=120.0, gt=0)
     turn_max_attempts: int = Field(default=5, ge=1)
     sender_stale_seconds: float = Field(default=300.0, gt=0)
+    # Retention for `chatops prune` (docs/scaling.md); unset keeps that data for ever.
+    retain_raw_days: float | None = Field(default=30.0, gt=0)
+    retain_traces_days: float | None = Field(default=90.0, gt=0)
+    retain_messages_days: float | None = Field(default=None, gt=0)
+
+    @field_validator("retain_raw_days", "retain_traces_days", "retain_messages_days", mode="before")
+    @classmethod
+    def _keep_for_ever(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "never", "forever"):
+            return None  # an empty value switches that retention off rather than being an error
+        return value
 
     @field_validator("database_url")
     @classmethod
