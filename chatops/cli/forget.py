@@ -43,10 +43,15 @@ def forget_command(
                     hint="pass --yes to confirm (or --dry-run to see what would go)",
                 )
                 raise typer.Exit(1)
-            typer.confirm(
-                f"Delete {preview.counts['conversations']} conversation(s) of {user} and everything in them?",
-                abort=True,
+            # Asked on stderr and read here (typer.confirm writes to stdout, which --json keeps for the report).
+            output.stderr.print(
+                f"Delete {preview.counts['conversations']} conversation(s) of {user} and everything in them? [y/N] ",
+                end="",
+                markup=False,
             )
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                output.error("not confirmed: nothing was deleted")
+                raise typer.Exit(1)
         report = forget_user(engine, user, channel=channel, dry_run=dry_run)
     finally:
         engine.dispose()
