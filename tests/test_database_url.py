@@ -7,6 +7,8 @@ from typer.testing import CliRunner
 
 from chatops.cli.app import app
 from chatops.config.settings import mask_url
+from chatops.db.connect import create_db_engine
+from chatops.errors import ConfigError
 
 PASSWORD = "Zq9xKw7vPm"
 
@@ -83,3 +85,11 @@ def test_an_unreachable_database_is_named_without_the_password(url: str) -> None
 )
 def test_mask_url_hides_a_password_however_the_url_is_written(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_database_is_refused_with_a_hint(url: str) -> None:
+    with pytest.raises(ConfigError, match="is an in-memory SQLite database; chatops needs a file") as info:
+        create_db_engine(url)
+    assert info.value.hint is not None
+    assert "sqlite:///chatops.db" in info.value.hint

@@ -48,6 +48,13 @@ def parse_database_url(url: str) -> URL:
             f"CHATOPS_DATABASE_URL: unsupported database {backend!r}",
             hint="chatops runs on SQLite (sqlite:///chatops.db) or PostgreSQL (postgresql://…)",
         )
+    elif parsed.database in (None, "", ":memory:"):
+        # Every pooled connection would open its own empty database, and an acknowledged message would be gone
+        # at exit: the inbox must be durable.
+        raise ConfigError(
+            f"CHATOPS_DATABASE_URL: {url!r} is an in-memory SQLite database; chatops needs a file",
+            hint="use sqlite:///chatops.db (a file beside you) or sqlite:////var/lib/chatops/chatops.db",
+        )
     return parsed
 
 
