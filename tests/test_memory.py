@@ -458,3 +458,54 @@ def test_random_conversations_never_fail_or_store_invalid_values(pizza_runtime: 
             assert 1 <= state["qty"] <= 20
         if "pizza" in state:
             assert state["pizza"] in ("Margherita", "Diavola", "Funghi")
+
+
+class BrokenExtraction(OfflineResponder):
+    """The offline responder, except that extraction raises (a bug, not an AIError): the worker retries, gives up."""
+
+    def extract(self, request: Any, fields: Any, *, asking: str | None = None) -> Any:
+        raise RuntimeError("extraction exploded")
+
+
+def test_a_turn_the_worker_gives_up_on_keeps_and_records_the_state(
+    pizza: Path, database_url: str, db: sa.Engine
+) -> None:
+    from chatops.config.settings import load_settings
+    from chatops.engine.runtime import build_runtime
+    from chatops.engine.worker import Worker
+    from chatops.web.app import create_app
+    from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, Webhook, whatsapp_text
+
+    clock = [NOW]
+    settings = load_settings(
+        database_url=database_url,
+        whatsapp_app_secret=APP_SECRET,
+        whatsapp_verify_token=VERIFY_TOKEN,
+        whatsapp_access_token=ACCESS_TOKEN,
+        ai="offline",
+    )
+    bot = load_bot(pizza / "stages.yaml")
+    good = build_runtime(settings, bot)
+    broken = BotRuntime(bot, good.templates, good.variables, BrokenExtraction())
+    webhook = Webhook(create_app(settings, bot, db=db, clock=lambda: clock[0]).test_client())
+
+    def send(text: str, runtime: BotRuntime) -> None:
+        assert webhook.post(whatsapp_text(text, timestamp=int(clock[0].timestamp()))).status_code == 200
+        worker = Worker(runtime, db, settings, clock=lambda: clock[0], name="w")
+        for _ in range(settings.turn_max_attempts):
+            worker.work_once()
+            clock[0] += timedelta(seconds=30)  # past every backoff
+
+    send("hi", good)
+    send("2 diavola", good)
+    order = {"qty": 2, "pizza": "Diavola", "total": 19.0}
+    send("make it 3", broken)
+    good.variables.runner.close()
+    with db.connect() as connection:
+        recorded = connection.execute(
+            sa.select(turns.c.state_before, turns.c.state_after, turns.c.error).order_by(turns.c.id)
+        ).all()
+        kept = connection.execute(sa.select(conversations.c.stage, conversations.c.state)).one()
+    assert recorded[-1].error == "RuntimeError: extraction exploded"
+    assert (recorded[-1].state_before, recorded[-1].state_after) == (order, order)
+    assert tuple(kept) == ("confirm", order)

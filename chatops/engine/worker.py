@@ -260,6 +260,8 @@ class Worker:
             bot_version=self.runtime.bot.version,
             replies=[OutboundMessage(text=text).to_json()],
             error=error,
+            state_before=conversation.state,  # the turn gave up: the state stays as it was
+            state_after=conversation.state,
         )
         try:
             self._commit(
