@@ -177,3 +177,17 @@ def test_the_flow_pass_is_not_quadratic(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
     assert flow.surely_set("s5", "answer") == frozenset({"v0", "v1", "v2", "v3", "v4"})  # the only way to s5
     assert elapsed < 2.0, elapsed
+
+
+def test_the_graph_in_the_docs_is_the_pizza_examples(tmp_path: Path) -> None:
+    pizza = ROOT / "examples" / "pizza" / "stages.yaml"
+    result = CliRunner().invoke(app, ["lint-templates", str(pizza), "--graph", "mermaid"])
+    assert result.exit_code == 0
+    assert f"```mermaid\n{result.stdout}```" in (ROOT / "docs" / "stages.md").read_text()
+    assert '  s1 -->|"regex (qty, pizza) · set qty, pizza"| s3\n' in result.stdout
+
+    dot = CliRunner().invoke(app, ["lint-templates", str(pizza), "--graph", "dot"])
+    assert dot.exit_code == 0
+    assert dot.stdout.startswith("digraph stages {\n")
+    assert '  "confirm" [label="confirm · form: qty, pizza · set total"];\n' in dot.stdout
+    assert '  "confirm" -> "start_over" [label="on_invalid"];\n' in dot.stdout

@@ -20,6 +20,13 @@ class LintFormat(StrEnum):
     github = "github"
 
 
+class GraphFormat(StrEnum):
+    """Formats of ``lint-templates --graph``."""
+
+    mermaid = "mermaid"
+    dot = "dot"
+
+
 def lint_templates_command(
     ctx: typer.Context,
     stages: Annotated[
@@ -44,12 +51,23 @@ def lint_templates_command(
         ),
     ] = LintFormat.text,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
+    graph: Annotated[
+        GraphFormat | None,
+        typer.Option(
+            "--graph",
+            parser=choice_parser(GraphFormat),
+            metavar=choice_metavar(GraphFormat),
+            help="Print the stage graph (with what each edge sets) instead of the findings.",
+        ),
+    ] = None,
 ) -> None:
     """Check stages.yaml and its templates: syntax, undefined variables per stage, the stage graph.
 
     Exit 0 when clean, 1 on errors (or warnings with --strict), 2 on usage errors. Rules: docs/lint-rules.md.
 
     Example: chatops lint-templates --format github   (annotations on the pull request, in a GitHub workflow)
+
+    Example: chatops lint-templates --graph mermaid   (the stage graph, for docs or a pull request)
     """
     from chatops.cli.app import settings_from
     from chatops.config.bot import display_path
@@ -64,6 +82,12 @@ def lint_templates_command(
             f"{display_path(path)} does not exist", hint="pass the path of your stages.yaml, or set CHATOPS_STAGES"
         )
         raise typer.Exit(2)
+    if graph is not None:
+        from chatops.config.bot import load_bot
+        from chatops.templating.graph import stage_graph
+
+        typer.echo(stage_graph(load_bot(path, templates_dir=folder), graph.value), nl=False)
+        raise typer.Exit(0)
     report = lint_bot(path, templates_dir=folder)
     render = {LintFormat.text: format_text, LintFormat.json: format_json, LintFormat.github: format_github}[
         output_format
