@@ -201,13 +201,13 @@ def test_background_reports_a_dead_worker_and_starts_it_again(
 # Heartbeat ---------------------------------------------------------------------------------------------------
 
 
-def test_a_turn_within_its_lease_is_not_stuck_but_one_past_it_is(make_bot: Callable[..., HostileBot]) -> None:
+def test_a_turn_within_stuck_seconds_is_not_stuck_but_one_past_it_is(make_bot: Callable[..., HostileBot]) -> None:
     bot = make_bot()
     seconds = [1000.0]
     worker = bot.worker()
     worker.heartbeat = Heartbeat(clock=lambda: seconds[0])
     supervised = SupervisedThread("worker w0", worker.run, worker.heartbeat)
-    lease = bot.settings.worker_lease_seconds
+    lease = bot.settings.stuck_seconds
     hostile.RELEASE.clear()
     hostile.BLOCKED.clear()
     bot.send("block please")
@@ -215,7 +215,7 @@ def test_a_turn_within_its_lease_is_not_stuck_but_one_past_it_is(make_bot: Calla
     supervised.start(stop)
     try:
         assert hostile.BLOCKED.wait(10), "the turn reached the provider"
-        seconds[0] += lease - 1  # a slow AI or provider call, still inside the lease
+        seconds[0] += lease - 1  # a slow AI or provider call, still within CHATOPS_STUCK_SECONDS
         assert supervised.problem() is None
         seconds[0] += 2 + HEARTBEAT_GRACE
         assert (

@@ -21,12 +21,12 @@ from pydantic import SecretStr
 from chatops.channels.events import Button, Channel, DeliveryStatus, OutboundMessage, StatusUpdate
 from chatops.channels.graph import GraphClient
 from chatops.config.settings import Settings
+from chatops.db.leases import recover_expired_sends
 from chatops.db.outbox import (
     apply_status,
     claim_outbound,
     count_pending,
     mark_sent,
-    recover_stale_sending,
     release_outbound,
 )
 from chatops.db.tables import conversations, outbound_messages
@@ -598,20 +598,31 @@ def test_release_gives_the_attempt_back(db: sa.Engine) -> None:
     assert count_pending(db, channels=["whatsapp", "messenger"]) == {"whatsapp": 1, "messenger": 0}
 
 
-def test_stale_sending_rows_are_recovered(db: sa.Engine, make_sender: SenderFactory, fake: FakeGraphAPI) -> None:
+def test_sending_rows_whose_lease_ran_out_are_recovered(db: sa.Engine) -> None:
     conversation = add_conversation(db)
     stuck = add_outbound(db, conversation, "in flight at the crash")
     after = add_outbound(db, conversation, "next")
-    claim_outbound(db, now=T0, limit=10)  # a sender claimed it and died
+    lease = timedelta(seconds=20)
+    claim_outbound(db, now=T0, limit=10, holder="host:serve/dead/sender", lease=lease)  # a sender claimed it, died
 
-    assert recover_stale_sending(db, older_than=timedelta(minutes=5), now=T0 + timedelta(minutes=4)) == 0
-    assert claim_outbound(db, now=T0 + timedelta(minutes=4), limit=10) == []  # still blocks its conversation
-    later = T0 + timedelta(minutes=5)
-    assert recover_stale_sending(db, older_than=timedelta(minutes=5), now=later) == 1
+    assert recover_expired_sends(db, now=T0 + timedelta(seconds=19), lease=lease) == 0
+    assert claim_outbound(db, now=T0 + timedelta(seconds=19), limit=10) == []  # still blocks its conversation
+    later = T0 + timedelta(seconds=21)
+    assert recover_expired_sends(db, now=later, lease=lease, keep=[stuck]) == 0  # the caller is still sending it
+    assert recover_expired_sends(db, now=later, lease=lease) == 1
     row = outbound(db, stuck)
-    assert (row.status, row.next_attempt_at, row.attempts) == ("pending", later, 1)
+    assert (row.status, row.next_attempt_at, row.attempts, row.locked_by) == ("pending", later, 1, None)
     assert [r.id for r in claim_outbound(db, now=later, limit=10)] == [stuck]
     assert outbound(db, after).status == "pending"
+
+
+def test_a_row_claimed_without_a_lease_expires_a_lease_after_its_claim(db: sa.Engine) -> None:
+    stuck = add_outbound(db, add_conversation(db))
+    claim_outbound(db, now=T0, limit=1)  # as a sender from before migration 0004 left it
+    lease = timedelta(seconds=20)
+    assert recover_expired_sends(db, now=T0 + timedelta(seconds=19), lease=lease) == 0
+    assert recover_expired_sends(db, now=T0 + timedelta(seconds=21), lease=lease) == 1
+    assert outbound(db, stuck).status == "pending"
 
 
 def test_run_recovers_stale_rows_and_sends_until_stopped(

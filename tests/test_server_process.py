@@ -29,7 +29,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,7 +51,6 @@ BANNER = re.compile(r"chatops serving .* on (http://\S+)")
 OPENAI_KEY = "sk-test-process"
 WORKERS = 4
 SENDER_CONCURRENCY = 4  # OutboxSender's default thread pool: at most this many Graph requests in flight
-SENDER_STALE_AFTER = timedelta(minutes=5)  # OutboxSender's default; `chatops serve` offers no setting for it
 UNSENT = ("pending", "sending")
 T = TypeVar("T")
 
@@ -478,14 +476,11 @@ def held_leases(db: sa.Engine) -> int:
         return int(connection.execute(sa.select(sa.func.count()).where(c.locked_by.is_not(None))).scalar_one())
 
 
-def backdate_sending(db: sa.Engine, *, by: timedelta) -> int:
-    """Move ``sending`` rows' last update back by ``by``, as if the server had stayed down that long."""
+def sending_rows(db: sa.Engine) -> int:
+    """Replies in flight (``sending``): after a kill, the sends that were cut short."""
     o = outbound_messages.c
-    with db.begin() as connection:
-        rows = connection.execute(sa.select(o.id, o.updated_at).where(o.status == "sending")).all()
-        for row in rows:
-            connection.execute(outbound_messages.update().where(o.id == row.id).values(updated_at=row.updated_at - by))
-    return len(rows)
+    with db.connect() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).where(o.status == "sending")).scalar_one())
 
 
 def test_sigkill_mid_run_and_restart_answers_every_acknowledged_message(
@@ -493,7 +488,7 @@ def test_sigkill_mid_run_and_restart_answers_every_acknowledged_message(
 ) -> None:
     fakes.openai.latency = 0.25  # turns are in flight at the kill
     fakes.graph.latency = 0.1  # and so are sends
-    lease = {"CHATOPS_WORKER_LEASE_SECONDS": "2"}  # a killed worker's conversations are free again after 2 s
+    lease = {"CHATOPS_LEASE_SECONDS": "2"}  # whatever the restart does not take back is free again after 2 s
     first = serve(database_url, **lease)
     users = [f"155505{i:05d}" for i in range(8)]
     texts = ["hello"] + [f"question {k} on pans" for k in range(1, 4)]
@@ -518,10 +513,8 @@ def test_sigkill_mid_run_and_restart_answers_every_acknowledged_message(
             wait_for(lambda: len(sends(fakes.graph)) >= 10, timeout=20, what="the first answers", server=first)
             first.kill()
             acknowledged_before_kill = len(meta.acknowledged)
-            leases_left = held_leases(db)  # turns the kill interrupted: no one may take them for 2 s
-            # The sender puts rows left `sending` back in the queue once they are older than its stale_after
-            # (5 minutes, not a setting). Back-dating them does what waiting out those minutes would do.
-            stuck = backdate_sending(db, by=SENDER_STALE_AFTER + timedelta(seconds=1))
+            leases_left = held_leases(db)  # turns the kill interrupted: the restart takes them back at once
+            stuck = sending_rows(db)  # sends the kill interrupted: sent again after the restart
             second = serve(database_url, **lease)
             meta.url = second.url
         finally:
@@ -541,7 +534,7 @@ def test_sigkill_mid_run_and_restart_answers_every_acknowledged_message(
         f"{duplicates} duplicate replies "
         f"({len(counts)} replies in all)"
     )
-    assert leases_left >= 1, "the kill interrupted turns, whose leases the restarted workers had to wait out"
+    assert leases_left >= 1, "the kill interrupted turns, whose leases the restarted process took back"
     assert never_received == []
     assert duplicates <= min(stuck, SENDER_CONCURRENCY)
     assert [row.status for row in inbound(db)] == ["done"] * len(plan)  # one row per message, however often sent
@@ -561,7 +554,7 @@ def test_database_outage_answers_503_and_loses_nothing(
     direct = make_url(database_url)
     with TCPProxy(direct.host or "127.0.0.1", direct.port or 5432) as proxy:
         proxied = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        server = serve(proxied, CHATOPS_WORKER_LEASE_SECONDS="2")
+        server = serve(proxied, CHATOPS_LEASE_SECONDS="2")
         users = [f"155506{i:05d}" for i in range(6)]
         with httpx.Client(timeout=10) as client:
             meta = Meta(client)

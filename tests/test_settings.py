@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chatops.cli.app import app
-from chatops.config.settings import load_settings, mask_url
+from chatops.config.settings import configuration_warnings, load_settings, mask_url
 from chatops.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -193,3 +193,29 @@ def test_phone_number_allow_list_is_comma_separated(monkeypatch: pytest.MonkeyPa
 )
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    ("variable", "replacement"),
+    [
+        ("CHATOPS_WORKER_LEASE_SECONDS", "CHATOPS_LEASE_SECONDS"),
+        ("CHATOPS_SENDER_STALE_SECONDS", "CHATOPS_LEASE_SECONDS"),
+    ],
+)
+def test_a_removed_setting_is_an_error_naming_its_replacement(
+    monkeypatch: pytest.MonkeyPatch, variable: str, replacement: str
+) -> None:
+    monkeypatch.setenv(variable, "120")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(f"{variable} in the environment: removed: ")
+    assert f"set {replacement}" in str(caught.value)
+    assert configuration_warnings() == []  # known names: not reported as typos as well
+
+
+def test_the_instance_name_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATOPS_INSTANCE", "web 1/a")
+    with pytest.raises(ConfigError, match="CHATOPS_INSTANCE in the environment: expected 1 to 64 letters"):
+        load_settings()
+    monkeypatch.setenv("CHATOPS_INSTANCE", "web-1")
+    assert load_settings().instance == "web-1"

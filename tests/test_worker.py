@@ -129,7 +129,7 @@ def test_messages_already_stale_on_arrival_are_stored_not_answered(harness: Harn
 
 def test_an_expired_lease_is_claimed_again_and_the_late_worker_discards_its_turn(harness: Harness) -> None:
     harness.send("hello")
-    lease = timedelta(seconds=harness.settings.worker_lease_seconds)
+    lease = timedelta(seconds=harness.settings.lease_seconds)
     crashed = claim_conversation(harness.db, worker_id="crashed", now=harness.clock(), lease=lease)
     assert crashed is not None
     assert harness.drain(harness.worker("other")) == 0  # leased: nobody else may take it

@@ -74,7 +74,7 @@ def worker_command(
 
     settings = settings_from(ctx)
     bot, db = _prepare(settings, pool_size=concurrency + 4, migrate=False)
-    background = Background(settings, bot, db, workers=concurrency, clock=utc_now)
+    background = Background(settings, bot, db, workers=concurrency, clock=utc_now, command="worker")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv.parser import parse_stream
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from chatops.errors import ConfigError
@@ -32,6 +32,15 @@ _URL_SCHEMES = ("sqlite", "postgresql", "postgres")
 ENV_FILE = Path(".env")
 # CHATOPS_* names that the test suite and the benchmarks read, not chatops: never reported as unknown settings.
 NOT_SETTINGS = frozenset({"CHATOPS_TEST_DATABASE_URL", "CHATOPS_REQUIRE_POSTGRES", "CHATOPS_BENCH_DATABASE_URL"})
+
+# Settings that were replaced: setting one is an error that says what to set instead (docs/configuration.md).
+REMOVED_SETTINGS = {
+    "worker_lease_seconds": "removed: a worker now renews its lease while a turn runs, however long the AI takes; "
+    "set CHATOPS_LEASE_SECONDS (how soon a crashed worker's conversation is taken over, default 20) and, for the "
+    "longest a turn may run before it counts as stuck, CHATOPS_STUCK_SECONDS (default 600)",
+    "sender_stale_seconds": "removed: the sender now renews its hold on a reply while the send runs; set "
+    "CHATOPS_LEASE_SECONDS (how soon a reply left sending by a crashed sender is sent again, default 20)",
+}
 
 
 class Settings(BaseSettings):
@@ -74,9 +83,15 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     debounce_seconds: float = Field(default=0.0, ge=0)
-    worker_lease_seconds: float = Field(default=120.0, gt=0)
     turn_max_attempts: int = Field(default=5, ge=1)
-    sender_stale_seconds: float = Field(default=300.0, gt=0)
+    # Leases on turns and sends (docs/operations.md "Crash recovery"): renewed every lease_seconds / 4 while the
+    # work runs, free again lease_seconds after the last renewal; work running past stuck_seconds counts as stuck.
+    lease_seconds: float = Field(default=20.0, ge=0.5)
+    stuck_seconds: float = Field(default=600.0, gt=0)
+    instance: str | None = None
+    # Removed settings, kept only to say what replaced them (a value is an error naming the replacement).
+    worker_lease_seconds: str | None = None
+    sender_stale_seconds: str | None = None
     # Retention for `chatops prune` (docs/scaling.md); unset keeps that data for ever.
     retain_raw_days: float | None = Field(default=30.0, gt=0)
     retain_traces_days: float | None = Field(default=90.0, gt=0)
@@ -103,6 +118,20 @@ class Settings(BaseSettings):
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("instance")
+    @classmethod
+    def _instance_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._:@-]{1,64}", value):
+            raise ValueError("expected 1 to 64 letters, digits or . _ : @ - (a name for this process, e.g. worker-1)")
+        return value
+
+    @field_validator("worker_lease_seconds", "sender_stale_seconds")
+    @classmethod
+    def _removed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            raise ValueError(REMOVED_SETTINGS[info.field_name or ""])
+        return value
 
     @field_validator("whatsapp_phone_number_ids", mode="before")
     @classmethod

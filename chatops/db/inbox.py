@@ -10,7 +10,7 @@ together, and only while the worker still holds the lease.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,7 @@ class Conversation:
     turn_count: int
     session_started_at: datetime | None
     last_inbound_at: datetime | None
+    taken_over: bool = False  # claimed from a holder whose lease had run out (a crashed or stuck worker)
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,14 @@ def claim_conversation(
     A conversation is due when its oldest pending message's ``available_at`` has passed (so a message waiting
     for a retry holds back the newer ones: order is kept) and it has no live lease (an expired lease — a crashed
     worker — counts as free). PostgreSQL skips rows other workers are locking. ``only`` restricts the claim to
-    one conversation (``simulate`` answers its own conversation and never another's).
+    one conversation (``simulate`` answers its own conversation and never another's). The holder renews the
+    lease while its turn runs (:mod:`chatops.db.leases`).
     """
     c = conversations.c
     heads = _heads(only)
     head = inbound_messages.alias("head")
     query = (
-        sa.select(c.id)
+        sa.select(c.id, c.locked_until)
         .select_from(
             heads.join(head, head.c.id == heads.c.head_id).join(conversations, c.id == heads.c.conversation_id)
         )
@@ -129,16 +131,17 @@ def claim_conversation(
         if connection.dialect.name == "postgresql":
             index_lookups_only(connection)
             query = query.with_for_update(of=conversations, skip_locked=True)
-        conversation_id = connection.execute(query).scalar()
-        if conversation_id is None:
+        claimed = connection.execute(query).first()
+        if claimed is None:
             return None
         row = connection.execute(
             conversations.update()
-            .where(c.id == conversation_id)
+            .where(c.id == claimed.id)
             .values(locked_by=worker_id, locked_until=now + lease)
             .returning(*conversations.c)
         ).one()
-    return _conversation(row)
+    # A released lease is NULL: a time left behind means its holder stopped renewing it.
+    return replace(_conversation(row), taken_over=claimed.locked_until is not None)
 
 
 # Pending rows only, through the partial index ix_inbound_messages_pending. The literal (not a bound parameter)

@@ -5,7 +5,7 @@ Lifecycle of a row::
     pending ──claim──▶ sending ──mark_sent──▶ sent ──status──▶ delivered ──status──▶ read
        ▲                 │  │                   └──────────── status "failed" (any time) ─────────▶ failed
        └─schedule_retry──┘  └──mark_failed──▶ failed
-       └─release_outbound (token refused: no attempt used) / recover_stale_sending (crashed sender)
+       └─release_outbound (token refused: no attempt used) / chatops.db.leases (the sender's lease ran out)
 
 Every function takes the time as ``now`` (an aware datetime) and never reads the clock, so tests drive time.
 Each takes an Engine (and runs its own transaction) or a Connection (and runs inside the caller's
@@ -68,13 +68,20 @@ def _transaction(bind: Bind) -> Iterator[sa.Connection]:
 
 
 def claim_outbound(
-    bind: Bind, *, now: datetime, limit: int, channels: Collection[Channel] | None = None
+    bind: Bind,
+    *,
+    now: datetime,
+    limit: int,
+    channels: Collection[Channel] | None = None,
+    holder: str | None = None,
+    lease: timedelta | None = None,
 ) -> list[OutboundRow]:
     """Claim up to ``limit`` due rows, oldest first, at most one per conversation, and mark them ``sending``.
 
     Due: ``pending`` with ``next_attempt_at <= now`` and no earlier unsent row in the same conversation.
     ``channels`` restricts the claim (the sender leaves out channels it cannot send on). Writes status,
-    ``attempts + 1`` and ``updated_at`` in the same transaction. On PostgreSQL rows locked by another claim are
+    ``attempts + 1``, ``updated_at`` and the send lease (``holder``, until ``now + lease``; see
+    :mod:`chatops.db.leases`) in the same transaction. On PostgreSQL rows locked by another claim are
     skipped (``FOR UPDATE SKIP LOCKED``), so concurrent senders never claim the same row; on SQLite the
     ``BEGIN IMMEDIATE`` transaction serialises claims.
     """
@@ -112,7 +119,13 @@ def claim_outbound(
         connection.execute(
             sa.update(o)
             .where(o.c.id.in_([row.id for row in rows]))
-            .values(status="sending", attempts=o.c.attempts + 1, updated_at=now)
+            .values(
+                status="sending",
+                attempts=o.c.attempts + 1,
+                updated_at=now,
+                locked_by=holder,
+                locked_until=now + lease if lease is not None else None,
+            )
         )
     return [
         OutboundRow(
@@ -218,24 +231,6 @@ def release_outbound(
         error=error,
         updated_at=now,
     )
-
-
-def recover_stale_sending(bind: Bind, *, older_than: timedelta, now: datetime) -> int:
-    """Put rows that have been ``sending`` for longer than ``older_than`` back to ``pending``, due now.
-
-    A row stays ``sending`` only when its sender died between the claim and the result. Whether Meta got that
-    request is unknown, so the recovered message may reach the user twice: at most the messages that were in
-    flight at the crash. ``older_than`` must exceed the longest a send can take (Graph timeout + mark-as-read).
-    Returns how many rows were recovered.
-    """
-    o = outbound_messages
-    with _transaction(bind) as connection:
-        result = connection.execute(
-            sa.update(o)
-            .where(o.c.status == "sending", o.c.updated_at <= now - older_than)
-            .values(status="pending", next_attempt_at=now, updated_at=now)
-        )
-    return int(result.rowcount)
 
 
 def count_pending(bind: Bind, *, channels: Collection[Channel]) -> dict[Channel, int]:

@@ -158,6 +158,9 @@ outbound_messages = sa.Table(
     _created(),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("sent_at", UTCDateTime()),
+    # The sender holding a `sending` row and until when (heartbeated while the request runs; docs/operations.md).
+    sa.Column("locked_by", sa.String(128)),
+    sa.Column("locked_until", UTCDateTime()),
     sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'delivered', 'read', 'failed')", name="status"),
     sa.Index(
         "ix_outbound_messages_unsent",

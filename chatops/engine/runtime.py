@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 import httpx
@@ -24,11 +24,12 @@ from chatops.channels.events import OutboundMessage
 from chatops.channels.graph import GraphClient
 from chatops.config.bot_schema import BotDefinition
 from chatops.config.settings import Settings
+from chatops.engine.leases import LeaseKeeper, OnRecovered, default_instance
 from chatops.engine.sender import OutboxSender
 from chatops.engine.supervision import RESTART_AFTER, SUPERVISE_SECONDS, DatabaseOutage, SupervisedThread
 from chatops.engine.turn import BotRuntime
 from chatops.engine.variables import VariableSource
-from chatops.engine.worker import Worker, worker_name
+from chatops.engine.worker import Worker
 from chatops.templating.providers import ProviderRunner, build_providers
 from chatops.templating.store import TemplateStore
 
@@ -62,9 +63,12 @@ def whatsapp_template(bot: BotDefinition) -> OutboundMessage | None:
 
 
 class Background:
-    """``workers`` inbox workers and one outbox sender in daemon threads, supervised, stopped together.
+    """``workers`` inbox workers, one outbox sender and their lease keeper in daemon threads, supervised, stopped
+    together.
 
-    They share one :class:`DatabaseOutage`, so an outage is logged once per process, not once per thread.
+    They share one :class:`DatabaseOutage`, so an outage is logged once per process, not once per thread, and one
+    :class:`LeaseKeeper` under ``instance`` (``CHATOPS_INSTANCE``, else :func:`default_instance` of ``command``),
+    which at start takes back what the previous process of that instance left.
     """
 
     def __init__(
@@ -77,14 +81,31 @@ class Background:
         clock: Callable[[], datetime],
         runtime: BotRuntime | None = None,
         on_turn: Callable[[str, float], None] | None = None,
+        on_recovered: OnRecovered | None = None,
+        command: str = "serve",
     ) -> None:
         self.stop_event = threading.Event()
         self.http = httpx.Client(timeout=settings.graph_timeout)
         self.runtime = runtime or build_runtime(settings, bot)
         self.outage = DatabaseOutage()
+        self.leases = LeaseKeeper(
+            db,
+            instance=settings.instance or default_instance(command),
+            lease=timedelta(seconds=settings.lease_seconds),
+            clock=clock,
+            outage=self.outage,
+            on_recovered=on_recovered,
+        )
         self.workers = [
             Worker(
-                self.runtime, db, settings, clock=clock, name=worker_name(index), on_turn=on_turn, outage=self.outage
+                self.runtime,
+                db,
+                settings,
+                clock=clock,
+                name=self.leases.holder(f"w{index}"),
+                on_turn=on_turn,
+                outage=self.outage,
+                leases=self.leases,
             )
             for index in range(workers)
         ]
@@ -95,12 +116,14 @@ class Background:
             template=whatsapp_template(bot),
             clock=clock,
             outage=self.outage,
+            leases=self.leases,
         )
         self.threads = [
             *(SupervisedThread(f"worker {worker.name}", worker.run, worker.heartbeat) for worker in self.workers),
             SupervisedThread(
                 "outbox sender", partial(self.sender.run, poll_interval=SENDER_POLL_SECONDS), self.sender.heartbeat
             ),
+            SupervisedThread("lease keeper", self.leases.run, self.leases.heartbeat),
         ]
         self._supervisor: threading.Thread | None = None
 

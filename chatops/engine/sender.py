@@ -41,16 +41,17 @@ from chatops.channels.messenger import messenger_request
 from chatops.channels.whatsapp import whatsapp_request
 from chatops.config.settings import Settings, load_settings
 from chatops.db.connect import is_permanent, storage_error
+from chatops.db.leases import recover_expired_sends
 from chatops.db.outbox import (
     OutboundRow,
     claim_outbound,
     count_pending,
     mark_failed,
     mark_sent,
-    recover_stale_sending,
     release_outbound,
     schedule_retry,
 )
+from chatops.engine.leases import LeaseKeeper
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.engine.window import UNRENDERED_PARAMS, window_message
 from chatops.errors import ChannelError, ChatopsError, ConfigError, GraphAPIError, StorageError, UnstorableError
@@ -145,9 +146,9 @@ class OutboxSender:
         policy: RetryPolicy = RetryPolicy(),
         concurrency: int = 4,
         token_check_interval: float = 30.0,
-        stale_after: timedelta | None = None,
         sleep: Callable[[float], None] = time.sleep,
         outage: DatabaseOutage | None = None,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         if template is not None and (template.kind != "template" or not template.template_name):
             raise ConfigError(
@@ -162,7 +163,10 @@ class OutboxSender:
         self._token_source = token_source
         self._policy = policy
         self._token_check = timedelta(seconds=token_check_interval)
-        self._stale_after = stale_after or timedelta(seconds=settings.sender_stale_seconds)
+        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._stuck_after = settings.stuck_seconds
+        self._leases = leases
+        self._holder = leases.holder("sender") if leases is not None else None
         self._sleep = sleep
         self._lock = threading.Lock()
         self._channels: dict[Channel, _ChannelState] = {
@@ -191,7 +195,8 @@ class OutboxSender:
         """Claim up to ``limit`` due rows and deliver them; returns how many were claimed (0: nothing was due).
 
         Writes each row's outcome (see the module docstring). Raises SQLAlchemy errors when the database fails;
-        rows then left ``sending`` are picked up again by :func:`~chatops.db.outbox.recover_stale_sending`.
+        rows then left ``sending`` go back to the queue when their lease runs out
+        (:func:`~chatops.db.leases.recover_expired_sends`).
         """
         now = self._clock()
         self._check_tokens(now)
@@ -199,7 +204,11 @@ class OutboxSender:
             channels = [name for name, state in self._channels.items() if state.sendable]
         if not channels:
             return 0
-        rows = claim_outbound(self._engine, now=now, limit=limit, channels=channels)
+        rows = claim_outbound(
+            self._engine, now=now, limit=limit, channels=channels, holder=self._holder, lease=self._lease
+        )
+        if self._leases is not None and self._holder is not None:
+            self._leases.hold_sends([row.id for row in rows], self._holder, self.heartbeat)
         if len(rows) == 1:
             self._deliver(rows[0])
         elif rows:
@@ -213,27 +222,33 @@ class OutboxSender:
     def run(self, stop: threading.Event, *, poll_interval: float = 1.0, limit: int = DEFAULT_BATCH_SIZE) -> None:
         """Send batches until ``stop`` is set; a batch in flight is finished first.
 
-        Waits ``poll_interval`` seconds when nothing was due. Recovers rows left ``sending`` by a crashed sender
-        (older than ``stale_after``) at start and every minute. Never raises an Exception: a database outage is
+        Waits ``poll_interval`` seconds when nothing was due. Every ``CHATOPS_LEASE_SECONDS / 4`` puts back in
+        the queue the rows whose send lease ran out (their sender died or lost the database). Never raises an
+        Exception: a database outage is
         logged once (per process) and retried with exponential backoff, any other failure is logged (with its
         traceback unless it is one of ours) and retried with backoff too. Beats ``heartbeat`` on every iteration.
         """
         last_recovery: datetime | None = None
+        sweep_every = self._lease / 4
         outage = Backoff()
         trouble = Backoff()
         while not stop.is_set():
-            self.heartbeat.beat(within=self._stale_after.total_seconds())
+            # Past this promise /readyz reports the sender stuck and its send leases are no longer renewed.
+            self.heartbeat.beat(within=self._stuck_after)
             handled = 0
             try:
                 now = self._clock()
-                if last_recovery is None or now - last_recovery >= timedelta(minutes=1):
-                    recovered = recover_stale_sending(self._engine, older_than=self._stale_after, now=now)
+                if last_recovery is None or now - last_recovery >= sweep_every:
+                    keep = self._leases.held_sends() if self._leases is not None else set()
+                    recovered = recover_expired_sends(self._engine, now=now, lease=self._lease, keep=keep)
                     if recovered:
                         logger.warning(
                             "%d outbound message(s) were left sending by a stopped sender and will be sent again "
                             "(a user may receive one of them twice)",
                             recovered,
                         )
+                        if self._leases is not None:
+                            self._leases.recovered("send", "expired", recovered)
                     last_recovery = now
                 handled = self.send_due(limit=limit)
             except Exception as exc:
@@ -288,7 +303,7 @@ class OutboxSender:
         Raises StorageError when the database is unavailable (the row stays ``sending`` and is recovered later),
         and re-raises a BaseException that is not an Exception after recording the attempt.
         """
-        self.heartbeat.beat(within=self._stale_after.total_seconds())
+        self.heartbeat.beat(within=self._stuck_after)
         try:
             self._deliver_row(row)
         except sa.exc.SQLAlchemyError as exc:
@@ -301,6 +316,9 @@ class OutboxSender:
         except BaseException as exc:  # SystemExit/KeyboardInterrupt: record the attempt, then end as asked
             self._unexpected(row, exc)
             raise
+        finally:
+            if self._leases is not None:  # a row left `sending` now runs out of lease and is sent again
+                self._leases.let_go_send(row.id)
 
     def _unexpected(self, row: OutboundRow, exc: BaseException) -> None:
         """A data error fails the row at once; anything else uses up an attempt (retried, then failed)."""
@@ -368,8 +386,9 @@ class OutboxSender:
     def _record_sent(self, row: OutboundRow, provider_id: str) -> None:
         """Store that Meta accepted the row, retrying through a short database outage.
 
-        Meta already has the message: giving up here leaves the row ``sending`` and it is sent again after
-        ``stale_after`` (a duplicate the user sees), so a few seconds of retrying are worth it.
+        Meta already has the message: giving up here leaves the row ``sending`` and it is sent again when its lease
+        runs out (a duplicate the user sees), so a few seconds of retrying are worth it (the lease is renewed
+        meanwhile while the database lets it).
         """
         delay = 0.25
         for attempt in range(1, MARK_SENT_ATTEMPTS + 1):
@@ -389,7 +408,7 @@ class OutboxSender:
                 if attempt == MARK_SENT_ATTEMPTS:
                     logger.error(
                         "outbound %d was accepted by Meta as %s but could not be recorded (%s); it will be sent "
-                        "again after the stale timeout",
+                        "again when its lease runs out",
                         row.id,
                         provider_id,
                         storage_error(self._engine, exc),

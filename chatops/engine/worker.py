@@ -40,6 +40,7 @@ from chatops.db.inbox import (
     recent_turns,
     release_conversation,
 )
+from chatops.engine.leases import LeaseKeeper
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.engine.turn import FALLBACK_ERROR_TEXT, BotRuntime, handle_turn, user_text_of
 from chatops.errors import StorageError
@@ -52,12 +53,17 @@ NOT_ANSWERED_KINDS = frozenset({"reaction"})  # stored for the record; a reactio
 
 
 def worker_name(index: int = 0) -> str:
-    """A name unique across hosts and processes, stored as the lease holder."""
+    """A name unique across hosts and processes, for a worker without a :class:`LeaseKeeper` (``simulate``)."""
     return f"{socket.gethostname()}:{os.getpid()}:{index}"
 
 
 class Worker:
-    """Handles due conversations one turn at a time. Safe to run many, in threads or processes."""
+    """Handles due conversations one turn at a time. Safe to run many, in threads or processes.
+
+    With ``leases`` (one :class:`~chatops.engine.leases.LeaseKeeper` per process) the lease on the conversation
+    in a turn is renewed while the turn runs, however long its AI call takes; without it (``simulate``) the lease
+    lasts ``CHATOPS_LEASE_SECONDS`` from the claim.
+    """
 
     def __init__(
         self,
@@ -69,16 +75,19 @@ class Worker:
         name: str | None = None,
         on_turn: Callable[[str, float], None] | None = None,
         outage: DatabaseOutage | None = None,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self.runtime = runtime
         self.db = db
         self.settings = settings
         self.clock = clock
         self.name = name or worker_name()
-        self.lease = timedelta(seconds=settings.worker_lease_seconds)
+        self.lease = timedelta(seconds=settings.lease_seconds)
         self.on_turn = on_turn
         self.outage = outage or DatabaseOutage()
+        self.leases = leases
         self.heartbeat = Heartbeat()
+        self._unreleased: Conversation | None = None  # its release failed (database down): give it back first
 
     def work_once(self, *, only: int | None = None) -> bool:
         """Claim one due conversation (or conversation ``only``) and run one turn; ``False`` when nothing was due.
@@ -87,14 +96,23 @@ class Worker:
         docstring). Raises StorageError when the database is unavailable, and whatever claiming or reading the
         conversation raises.
         """
+        if self._unreleased is not None:  # a database outage kept the last release from happening
+            release_conversation(self.db, self._unreleased, worker_id=self.name)
+            self._unreleased = None
         conversation = claim_conversation(self.db, worker_id=self.name, now=self.clock(), lease=self.lease, only=only)
         if conversation is None:
             return False
+        if self.leases is not None:
+            self.leases.hold_turn(conversation.id, self.name, self.heartbeat)
+            if conversation.taken_over:
+                self.leases.recovered("turn", "expired", 1)
         try:
             self._turn(conversation)
         except LeaseLost as exc:
             log.warning("%s", exc)
         finally:
+            if self.leases is not None:
+                self.leases.let_go_turn(conversation.id)
             self._release(conversation)
         return True
 
@@ -103,13 +121,14 @@ class Worker:
 
         Never raises an Exception: a database outage and a failure outside a turn are retried with exponential
         backoff (the outage is logged once per process, a failure with its traceback). Beats ``heartbeat`` on
-        every iteration; a turn may take up to the lease before the thread counts as stuck.
+        every iteration; a turn may take up to ``CHATOPS_STUCK_SECONDS`` before the thread counts as stuck (and
+        its lease is no longer renewed, so another worker takes the conversation over).
         """
         outage = Backoff()
         trouble = Backoff()
         while not stop.is_set():
-            # A turn is bounded by its lease: past it, its commit is refused anyway (LeaseLost).
-            self.heartbeat.beat(within=self.lease.total_seconds())
+            # Past this promise /readyz reports the thread stuck and the lease keeper stops renewing its lease.
+            self.heartbeat.beat(within=self.settings.stuck_seconds)
             try:
                 busy = self.work_once()
             except StorageError as exc:
@@ -132,6 +151,8 @@ class Worker:
         try:
             release_conversation(self.db, conversation, worker_id=self.name)
         except StorageError as exc:  # the next claim meets the outage and reports it
+            # Given back as soon as the database answers again, rather than when the lease runs out.
+            self._unreleased = conversation
             log.debug("worker %s: lease of conversation %s not released: %s", self.name, conversation.id, exc)
         except Exception:
             log.exception(
