@@ -67,7 +67,9 @@ def test_backlog_and_oldest_due_age_per_queue(database_url: str, db: sa.Engine) 
 
     for _ in range(5):
         client.get("/metrics")
-    assert len(queries) == 2  # inbound + outbound, once: later scrapes share the figures
+    assert gauge(text, "chatops_queue_backlog", "sending") == 0
+    assert gauge(text, "chatops_queue_oldest_due_seconds", "sending") == 0
+    assert len(queries) == 3  # inbound + outbound + sending, once: later scrapes share the figures
 
 
 def test_figures_are_refreshed_after_max_age(database_url: str, db: sa.Engine) -> None:
@@ -77,10 +79,10 @@ def test_figures_are_refreshed_after_max_age(database_url: str, db: sa.Engine) -
     collector.depths()
     ticks[0] = 4.9
     collector.depths()
-    assert len(queries) == 2
+    assert len(queries) == 3
     ticks[0] = 5.0
     collector.depths()
-    assert len(queries) == 4
+    assert len(queries) == 6
 
 
 def test_a_database_that_does_not_answer_leaves_the_gauges_out(caplog: Any) -> None:

@@ -138,7 +138,12 @@ def _background(settings: Settings, bot: BotDefinition, db: sa.Engine, *, worker
         if seconds:
             state.metrics.turn_seconds.observe(seconds)
 
-    background = Background(settings, bot, db, workers=workers, clock=utc_now, on_turn=on_turn)
+    def on_recovered(work: str, how: str, count: int) -> None:
+        state.metrics.leases_recovered.labels(work, how).inc(count)
+
+    background = Background(
+        settings, bot, db, workers=workers, clock=utc_now, on_turn=on_turn, on_recovered=on_recovered
+    )
     state.readiness_checks.append(background.problems)
     state.readiness_warnings.append(background.warnings)
     return background

@@ -52,6 +52,16 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=self.registry,
         )
+        self.leases_recovered = Counter(
+            "chatops_leases_recovered",
+            "Leases taken back from a process that stopped: work (turn, send) and how (restart: the same instance "
+            "started again; expired: not renewed for CHATOPS_LEASE_SECONDS).",
+            ["work", "how"],
+            registry=self.registry,
+        )
+        for work in ("turn", "send"):
+            for how in ("restart", "expired"):
+                self.leases_recovered.labels(work, how)  # present at 0 from the start, so rate() sees the first one
         self.sends = Counter(
             "chatops_outbound_messages",
             "Graph API sends, by channel and outcome.",

@@ -66,16 +66,18 @@ class QueueCollector(Collector):
             return
         backlog = GaugeMetricFamily(
             "chatops_queue_backlog",
-            "Rows waiting in a queue (inbound: pending messages; outbound: unsent replies), due or not.",
+            "Rows waiting in a queue (inbound: pending messages; outbound: unsent replies, due or not; sending: "
+            "replies whose request is in flight).",
             labels=["queue", "channel"],
         )
         oldest = GaugeMetricFamily(
             "chatops_queue_oldest_due_seconds",
-            "How long the oldest due row of a queue has been due (0 when nothing is due).",
+            "How long the oldest due row of a queue has been due (0 when nothing is due); for sending, how long "
+            "the oldest reply in flight has been (since its claim).",
             labels=["queue", "channel"],
         )
         seen = {(d.queue, d.channel) for d in depths}
-        for queue in ("inbound", "outbound"):
+        for queue in ("inbound", "outbound", "sending"):
             for channel in ("whatsapp", "messenger"):
                 if (queue, channel) not in seen:  # every series always present, so alerts see a 0, not a gap
                     depths = [*depths, QueueDepth(queue, channel, 0, 0.0)]
