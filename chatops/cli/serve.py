@@ -82,7 +82,7 @@ def worker_command(
     output.info(f"chatops worker: {concurrency} workers on {bot.bot.name!r}; Ctrl-C to stop", style="bold")
     shown: list[str] = []
     while not stopped.wait(1.0):  # problems are said once, and again when they change: not every second
-        problems = background.problems()
+        problems = background.problems() + background.warnings()  # warnings too: no /readyz shows them here
         if problems != shown:
             for problem in problems:
                 output.warning(problem)
