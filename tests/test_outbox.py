@@ -804,3 +804,27 @@ def test_rows_waiting_for_a_disabled_channel_leave_readyz_ready(
             "warnings": ["messenger: 1 outbound message(s) wait: set CHATOPS_MESSENGER_PAGE_TOKEN to send them"],
         },
     )
+
+
+def test_a_stored_reply_that_cannot_be_read_back_fails_and_the_next_one_is_sent(
+    db: sa.Engine, fake: FakeGraphAPI, make_sender: SenderFactory
+) -> None:
+    conversation = add_conversation(db)
+    broken = add_outbound(db, conversation, "first")
+    after = add_outbound(db, conversation, "second")
+    with db.begin() as connection:  # a button without an id, as a bug or a hand-written row could leave it
+        connection.execute(
+            sa.update(outbound_messages)
+            .where(outbound_messages.c.id == broken)
+            .values(body={"text": "first", "buttons": [{"title": "Yes"}]})
+        )
+    sender = make_sender()
+
+    assert sender.send_due() == 0  # the broken row is taken out of the queue ...
+    assert sender.send_due() == 1  # ... so the next claim reaches the row behind it
+
+    row = outbound(db, broken)
+    assert row.status == "failed"
+    assert row.error == "unreadable stored reply: KeyError: 'id'"
+    assert outbound(db, after).status == "sent"
+    assert [request.body["text"]["body"] for request in sends(fake)] == ["second"]

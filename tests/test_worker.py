@@ -229,3 +229,25 @@ def test_a_worker_can_be_limited_to_one_conversation(harness: Harness) -> None:
     assert worker.work_once(only=second)
     assert not worker.work_once(only=second)
     assert harness.rows(inbound_messages, "status") == [("pending",), ("done",)]
+
+
+def test_a_stored_message_that_cannot_be_read_back_fails_and_the_next_one_is_answered(harness: Harness) -> None:
+    harness.send("first", message_id="wamid.broken")
+    harness.send("second", message_id="wamid.fine")
+    with harness.db.begin() as connection:  # a payload that is not an object, as a bug or a hand edit leaves it
+        connection.execute(
+            sa.update(inbound_messages)
+            .where(inbound_messages.c.provider_message_id == "wamid.broken")
+            .values(payload=["not", "an", "object"])
+        )
+
+    harness.drain()
+
+    assert harness.rows(inbound_messages, "provider_message_id", "status") == [
+        ("wamid.broken", "failed"),
+        ("wamid.fine", "done"),
+    ]
+    [(error,)] = [row for row in harness.rows(inbound_messages, "error") if row != (None,)]
+    assert error.startswith("unreadable stored message: ValueError")
+    [(reply_to,)] = harness.rows(outbound_messages, "reply_to")
+    assert reply_to == "wamid.fine"

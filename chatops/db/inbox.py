@@ -9,6 +9,7 @@ together, and only while the worker still holds the lease.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -23,6 +24,9 @@ from chatops.db.ingest import store_events as store_events
 from chatops.db.queue_plans import index_lookups_only
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
 from chatops.errors import StorageError
+from chatops.text import clean_text
+
+log = logging.getLogger(__name__)
 
 
 class LeaseLost(StorageError):
@@ -186,33 +190,52 @@ def _conversation(row: sa.Row[Any]) -> Conversation:
 def pending_messages(engine: sa.Engine, conversation: Conversation) -> list[PendingMessage]:
     """The conversation's pending messages, in arrival order (the first one decides when they are due).
 
+    A row that cannot be read back into a message (written by hand, or by a bug) is marked ``failed`` with the
+    reason and left out, so that it cannot hold its conversation and the queue up for ever.
     Raises StorageError when the database is unavailable (the worker loop survives only that error class).
     """
     m = inbound_messages.c
     query = sa.select(inbound_messages).where(m.conversation_id == conversation.id, PENDING).order_by(m.id)
     with storage_errors(engine), engine.connect() as connection:
         rows = connection.execute(query).all()
-    return [
-        PendingMessage(
-            id=row.id,
-            message=InboundMessage(
-                channel=row.channel,
-                account_id=conversation.account_id,
-                user_id=conversation.user_id,
-                provider_message_id=row.provider_message_id,
-                kind=row.kind,
-                timestamp=row.provider_timestamp,
-                text=row.text,
-                user_name=conversation.user_name,
-                payload=dict(row.payload or {}),
-                raw=dict(row.raw or {}),
-            ),
-            received_at=row.received_at,
-            available_at=row.available_at,
-            attempts=row.attempts,
-        )
-        for row in rows
-    ]
+    pending: list[PendingMessage] = []
+    unreadable: dict[int, str] = {}
+    for row in rows:
+        try:
+            pending.append(_pending_message(row, conversation))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            unreadable[row.id] = clean_text(f"unreadable stored message: {type(exc).__name__}: {exc}")[:2000]
+    if unreadable:
+        log.error("conversation %s: messages %s cannot be read back; marked failed", conversation.id, unreadable)
+        with storage_errors(engine), engine.begin() as connection:
+            for message_id, error in unreadable.items():
+                connection.execute(
+                    inbound_messages.update()
+                    .where(m.id == message_id, PENDING)
+                    .values(status="failed", error=error, attempts=m.attempts + 1)
+                )
+    return pending
+
+
+def _pending_message(row: sa.Row[Any], conversation: Conversation) -> PendingMessage:
+    return PendingMessage(
+        id=row.id,
+        message=InboundMessage(
+            channel=row.channel,
+            account_id=conversation.account_id,
+            user_id=conversation.user_id,
+            provider_message_id=row.provider_message_id,
+            kind=row.kind,
+            timestamp=row.provider_timestamp,
+            text=row.text,
+            user_name=conversation.user_name,
+            payload=dict(row.payload or {}),
+            raw=dict(row.raw or {}),
+        ),
+        received_at=row.received_at,
+        available_at=row.available_at,
+        attempts=row.attempts,
+    )
 
 
 def complete_turn(

@@ -18,6 +18,7 @@ Database errors propagate as SQLAlchemy errors; callers at the boundary turn the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ import sqlalchemy as sa
 from chatops.channels.events import Channel, OutboundMessage, StatusUpdate
 from chatops.db.queue_plans import index_lookups_only
 from chatops.db.tables import conversations, outbound_messages
+from chatops.text import clean_text
+
+log = logging.getLogger(__name__)
 
 Bind = sa.Engine | sa.Connection
 
@@ -116,31 +120,44 @@ def claim_outbound(
         rows = connection.execute(query).all()
         if not rows:
             return []
-        connection.execute(
-            sa.update(o)
-            .where(o.c.id.in_([row.id for row in rows]))
-            .values(
-                status="sending",
-                attempts=o.c.attempts + 1,
-                updated_at=now,
-                locked_by=holder,
-                locked_until=now + lease if lease is not None else None,
+        claimed: list[OutboundRow] = []
+        for row in rows:
+            try:
+                body = OutboundMessage.from_json(row.body)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                # Written by hand or by a bug: no attempt can send it, and as "sending" it would come back forever.
+                error = clean_text(f"unreadable stored reply: {type(exc).__name__}: {exc}")[:2000]
+                log.error("outbound message %s cannot be read back; marked failed: %s", row.id, error)
+                connection.execute(
+                    sa.update(o).where(o.c.id == row.id).values(status="failed", error=error, updated_at=now)
+                )
+                continue
+            claimed.append(
+                OutboundRow(
+                    id=row.id,
+                    conversation_id=row.conversation_id,
+                    channel=row.channel,
+                    account_id=row.account_id,
+                    user_id=row.user_id,
+                    body=body,
+                    reply_to=row.reply_to,
+                    attempts=row.attempts + 1,
+                    last_inbound_at=row.last_inbound_at,
+                )
             )
-        )
-    return [
-        OutboundRow(
-            id=row.id,
-            conversation_id=row.conversation_id,
-            channel=row.channel,
-            account_id=row.account_id,
-            user_id=row.user_id,
-            body=OutboundMessage.from_json(row.body),
-            reply_to=row.reply_to,
-            attempts=row.attempts + 1,
-            last_inbound_at=row.last_inbound_at,
-        )
-        for row in rows
-    ]
+        if claimed:
+            connection.execute(
+                sa.update(o)
+                .where(o.c.id.in_([row.id for row in claimed]))
+                .values(
+                    status="sending",
+                    attempts=o.c.attempts + 1,
+                    updated_at=now,
+                    locked_by=holder,
+                    locked_until=now + lease if lease is not None else None,
+                )
+            )
+    return claimed
 
 
 def _unsent_heads() -> sa.CTE:
