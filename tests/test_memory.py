@@ -509,3 +509,48 @@ def test_a_turn_the_worker_gives_up_on_keeps_and_records_the_state(
     assert recorded[-1].error == "RuntimeError: extraction exploded"
     assert (recorded[-1].state_before, recorded[-1].state_after) == (order, order)
     assert tuple(kept) == ("confirm", order)
+
+
+# The example bot at the top of the repository: every path works offline, and it keeps an order number -------------
+
+
+@pytest.fixture
+def northwind(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "stages.yaml", tmp_path / "stages.yaml")
+    for folder in ("templates", "data"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path
+
+
+def test_every_path_of_the_example_bot_works_offline(northwind: Path, database_url: str) -> None:
+    runner = CliRunner()
+
+    def say(*args: str) -> str:
+        result = runner.invoke(app, ["--database-url", database_url, "simulate", *args, "--at", "2026-01-05T10:00"])
+        assert result.exit_code == 0, result.stderr
+        return result.stdout
+
+    say("hi")
+    assert say("where is nw-1234?") == (
+        "Alex: where is nw-1234?\n"
+        "Northwind Support: I can't find NW-1234; here is your latest order.\n"
+        "  Your order NW-20417 is packed.\n"
+        "  • 1 × Hiking boots\n"
+        "  Total: 129.00 EUR\n"
+        "  [Return this order] [Talk to a person]\n"
+        "  (--button refund | human)\n"
+        "stage: triage → tracking\n"
+    )
+    assert "return order NW-20417 (129.00 EUR)" in say("--button", "refund")
+    assert "stage: refund → triage" in say("--button", "refund_no")
+    assert "stage: triage → store_hours → triage" in say("--button", "hours")
+    assert "stage: triage → questions → triage" in say("what about gift cards?")
+    # Another customer gets the demo order of the provider's `default`.
+    other = say("--button", "track", "--from", "491700000")
+    assert "stage: (new) → welcome → triage" in other
+    tracked = say("--button", "track", "--from", "491700000")
+    assert "Your order NW-10234 is on its way.\n  It should arrive on 2026-01-08." in tracked
+    assert "Sorry" not in tracked
+    assert "A colleague" in say("--button", "human")
+    rows_ = rows(database_url, turns.c.id, turns.c.error)
+    assert [error for _, error in rows_] == [None] * len(rows_)
