@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from chatops.cli import output
+from chatops.cli.choices import choice_metavar, choice_parser
+
+SERVERS = ("waitress", "gunicorn")
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -21,7 +24,17 @@ def serve_command(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port (0 picks a free one).", min=0, max=65535)] = 8000,
-    threads: Annotated[int, typer.Option("--threads", help="Request threads.", min=1)] = 8,
+    threads: Annotated[int, typer.Option("--threads", help="Request threads (per process with gunicorn).", min=1)] = 8,
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            help="waitress: one process, any OS. gunicorn: --processes web processes (Unix).",
+            parser=choice_parser(SERVERS),
+            metavar=choice_metavar(SERVERS),
+        ),
+    ] = "waitress",
+    processes: Annotated[int, typer.Option("--processes", help="Web processes (--server gunicorn only).", min=1)] = 2,
     workers: Annotated[int, typer.Option("--workers", help="In-process inbox workers.", min=1)] = 4,
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Only receive webhooks; run `chatops worker` elsewhere.")
@@ -34,7 +47,7 @@ def serve_command(
 ) -> None:
     """Receive webhooks, answer through the bot, send replies.
 
-    Example: CHATOPS_DATABASE_URL=postgresql://chatops@db/chatops chatops serve --host 0.0.0.0 --workers 8
+    Example: CHATOPS_DATABASE_URL=postgresql://chatops@db/chatops chatops serve --server gunicorn --processes 4
     """
     from chatops.cli.app import settings_from
     from chatops.web.app import create_app
@@ -42,6 +55,18 @@ def serve_command(
 
     settings = settings_from(ctx)
     _check_channels(settings, insecure_skip_signature=insecure_skip_signature)
+    if server == "gunicorn":
+        _serve_gunicorn(
+            settings,
+            host=host,
+            port=port,
+            processes=processes,
+            threads=threads,
+            workers=None if no_workers else workers,
+            migrate=migrate,
+            insecure_skip_signature=insecure_skip_signature,
+        )
+        return
     bot, db = _prepare(settings, pool_size=threads + workers + 4, migrate=migrate)
     app = create_app(settings, bot, db=db, insecure_skip_signature=insecure_skip_signature)
     background = None if no_workers else _background(settings, bot, db, workers=workers, app=app)
@@ -58,6 +83,92 @@ def serve_command(
         db.dispose()
 
     run_server(app, host=host, port=port, threads=threads, on_ready=ready, on_shutdown=shutdown)
+
+
+def _serve_gunicorn(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    processes: int,
+    threads: int,
+    workers: int | None,
+    migrate: bool,
+    insecure_skip_signature: bool,
+) -> None:
+    """``serve --server gunicorn``: see chatops.web.gunicorn_server for the process model."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from chatops.config.bot import load_bot
+    from chatops.errors import ChatopsError
+
+    try:
+        from chatops.web.gunicorn_server import background_supervisor, run_gunicorn
+    except ImportError:  # Windows: Gunicorn is a Unix server and is not installed there
+        raise ChatopsError(
+            "Gunicorn is not installed (it runs on Unix only)", hint="use --server waitress (the default)"
+        ) from None
+
+    bot, db = _prepare(settings, pool_size=1, migrate=migrate)
+    db.dispose()  # the master keeps no connection: web processes are forked from it and open their own
+    master = os.getpid()
+    status_dir = Path(tempfile.mkdtemp(prefix="chatops-serve-"))
+    status_path = status_dir / "background.json"
+    background = None
+    if workers is not None:
+        from chatops.engine.background_process import Job
+
+        background = background_supervisor(Job(settings=settings, workers=workers, status_path=status_path))
+
+    def load_app() -> Any:  # in each web process, after the fork
+        from chatops.db.connect import create_db_engine
+        from chatops.engine.status_file import StatusReader
+        from chatops.web.app import create_app
+        from chatops.web.state import web_state
+
+        fresh_bot = load_bot(settings.stages, templates_dir=settings.templates)
+        app = create_app(
+            settings,
+            fresh_bot,
+            db=create_db_engine(settings.database_url, pool_size=threads + 4),
+            insecure_skip_signature=insecure_skip_signature,
+        )
+        if background is not None:
+            reader = StatusReader(status_path)
+            web_state(app).readiness_checks.append(reader.problems)
+            web_state(app).readiness_warnings.append(reader.warnings)
+        return app
+
+    def check_reload() -> str | None:
+        try:
+            load_bot(settings.stages, templates_dir=settings.templates)
+        except ChatopsError as exc:
+            return str(exc)
+        return None
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        _banner(settings, bot, db, base=f"http://{bound_host}:{bound_port}", workers=workers or 0)
+        output.info(f"  server:    gunicorn, {processes} processes × {threads} threads; SIGHUP reloads")
+
+    try:
+        run_gunicorn(
+            load_app,
+            host=host,
+            port=port,
+            processes=processes,
+            threads=threads,
+            log_level=settings.log_level,
+            background=background,
+            on_ready=ready,
+            check_reload=check_reload,
+        )
+    finally:
+        # Web processes are forks of this one and leave through this code too: only the master cleans up.
+        if os.getpid() == master:
+            shutil.rmtree(status_dir, ignore_errors=True)
 
 
 def worker_command(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -54,6 +55,26 @@ def _bind(app: Any, *, host: str, port: int, threads: int, **adjustments: Any) -
         raise _bind_error(exc, host=host, where=where) from None
     dispatcher.set_thread_count(threads)
     return server
+
+
+def check_bind(*, host: str, port: int) -> None:
+    """Raise ChatopsError (as waitress' bind does) when ``host:port`` cannot be bound now.
+
+    For servers that bind in code of their own (Gunicorn retries a refused bind for 5 s, then exits with a
+    message of its own): the operator gets the same error and hint whichever server they chose.
+    """
+    where = f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        raise _bind_error(ValueError(host), host=host, where=where) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise _bind_error(exc, host=host, where=where) from None
 
 
 def _bind_error(exc: Exception, *, host: str, where: str) -> ChatopsError:

@@ -1,0 +1,205 @@
+"""``chatops serve --server gunicorn``: web processes, one background process, readiness, reload, shutdown.
+
+A real Gunicorn master is spawned (``python -m chatops serve --server gunicorn --processes 2``) on SQLite and
+PostgreSQL in front of the loopback fakes; the tests look at HTTP answers, the fake Graph API, the database and
+the process tree (``/proc``).
+"""
+
+# ruff: noqa: F811 — the fixtures bot_dir and fakes come from test_server_process; tests name them as parameters
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.test_server_process import (  # noqa: F401 — bot_dir and fakes are fixtures
+    OPENAI_KEY,
+    Fakes,
+    ServeProcess,
+    bot_dir,
+    fakes,
+    message,
+    post,
+    reads,
+    sends,
+    sent_text,
+    wait_for,
+)
+from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def children(pid: int) -> dict[int, str]:
+    """The child processes of ``pid``: pid → command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            found[int(entry.name)] = command
+    return found
+
+
+def background_pids(pid: int) -> list[int]:
+    return [child for child, command in children(pid).items() if "chatops.engine.background_process" in command]
+
+
+def web_pids(pid: int) -> list[int]:
+    return [child for child, command in children(pid).items() if "background_process" not in command]
+
+
+def readyz(server: ServeProcess) -> httpx.Response:
+    return httpx.get(f"{server.url}/readyz", timeout=5)
+
+
+@pytest.fixture
+def gunicorn(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServeProcess]]:
+    """Starts ``chatops serve --server gunicorn --processes 2``; waits until /readyz is 200; killed at the end."""
+    started: list[ServeProcess] = []
+
+    def start(database_url: str, *args: str) -> ServeProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATOPS_", "OPENAI_"))}
+        env |= {
+            "CHATOPS_DATABASE_URL": database_url,
+            "CHATOPS_WHATSAPP_APP_SECRET": APP_SECRET,
+            "CHATOPS_WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+            "CHATOPS_WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
+            "CHATOPS_GRAPH_API_URL": fakes.graph.graph_api_url,
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "OPENAI_BASE_URL": fakes.openai.base_url,
+            "COLUMNS": "200",
+            "PYTHONUNBUFFERED": "1",
+        }
+        server = ServeProcess(
+            bot_dir, env, name=f"gunicorn-{len(started)}", args=("--server", "gunicorn", "--processes", "2", *args)
+        )
+        started.append(server)
+        server.start()
+        wait_for(lambda: readyz(server).status_code == 200, timeout=20, what="/readyz 200", server=server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            if server.process is not None and server.process.poll() is None:
+                for child in children(server.process.pid):
+                    os.kill(child, signal.SIGKILL)
+            server.kill()
+
+
+def test_gunicorn_answers_once_with_one_background_process(
+    database_url: str, db: sa.Engine, fakes: Fakes, gunicorn: Callable[..., ServeProcess]
+) -> None:
+    server = gunicorn(database_url)
+    assert server.process is not None
+    master = server.process.pid
+    assert len(web_pids(master)) == 2
+    assert len(background_pids(master)) == 1, children(master)
+
+    with httpx.Client(timeout=10) as client:
+        hello = message("hello", wa_id="15550100001", message_id="wamid.GUNICORN-1")
+        assert post(client, server.url, hello, signed=False).status_code == 401
+        # The same message delivered 20 times at once lands on both web processes: stored and answered once.
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: post(client, server.url, hello).status_code, range(20)))
+        assert answers == [200] * 20
+        wait_for(lambda: "wamid.GUNICORN-1" in reads(fakes.graph), timeout=15, what="the welcome", server=server)
+    time.sleep(0.5)  # a second answer, if any, would arrive now
+    assert len(sends(fakes.graph, "15550100001")) == 1
+    assert "Welcome to Northwind support." in sent_text(sends(fakes.graph, "15550100001")[0])
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_dead_background_process_is_a_503_and_is_started_again(
+    database_url: str, gunicorn: Callable[..., ServeProcess]
+) -> None:
+    server = gunicorn(database_url)
+    assert server.process is not None
+    (first,) = background_pids(server.process.pid)
+    os.kill(first, signal.SIGKILL)
+    not_ready = wait_for(
+        lambda: (r := readyz(server)).status_code == 503 and r, timeout=15, what="/readyz 503", server=server
+    )
+    assert "background process" in not_ready.text
+    wait_for(lambda: readyz(server).status_code == 200, timeout=20, what="ready again", server=server)
+    assert background_pids(server.process.pid) not in ([], [first])
+    assert "background process (workers and sender) exited with code -9; starting it again in 1s" in server.tail(80)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sighup_reloads_the_bot_without_dropping_a_request(
+    database_url: str, bot_dir: Path, fakes: Fakes, gunicorn: Callable[..., ServeProcess]
+) -> None:
+    server = gunicorn(database_url)
+    assert server.process is not None
+    master = server.process.pid
+    old_web, old_background = set(web_pids(master)), background_pids(master)
+    stages = bot_dir / "stages.yaml"
+    original = stages.read_text()
+
+    # A broken bot definition is refused: the old processes keep serving it.
+    stages.write_text(original.replace("start: welcome", "start: welcom"))
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in server.tail(80), timeout=10, what="the refusal", server=server)
+    assert set(web_pids(master)) == old_web
+
+    welcome = bot_dir / "templates" / "welcome.j2"
+    welcome.write_text(welcome.read_text().replace("Welcome to {{ company }} support.", "Welcome back, reloaded."))
+    stages.write_text(original)
+    statuses: list[int] = []
+    with httpx.Client(timeout=10) as client:
+        deadline = time.monotonic() + 3
+        server.process.send_signal(signal.SIGHUP)
+        n = 0
+        while time.monotonic() < deadline:  # requests keep coming during the reload: none may fail
+            n += 1
+            body = message("hi", wa_id=f"1555020{n:04d}", message_id=f"wamid.RELOAD-{n}")
+            statuses.append(post(client, server.url, body).status_code)
+        wait_for(lambda: not (set(web_pids(master)) & old_web), timeout=30, what="new web processes", server=server)
+        assert len(web_pids(master)) == 2
+        assert background_pids(master) not in ([], old_background)
+        assert set(statuses) == {200}, statuses
+        fresh = message("hello", wa_id="15550299999", message_id="wamid.RELOAD-AFTER")
+        assert post(client, server.url, fresh).status_code == 200
+        wait_for(lambda: "wamid.RELOAD-AFTER" in reads(fakes.graph), timeout=15, what="the reply", server=server)
+    assert "Welcome back, reloaded." in sent_text(sends(fakes.graph, "15550299999")[0])
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sigterm_stops_every_process(database_url: str, gunicorn: Callable[..., ServeProcess]) -> None:
+    server = gunicorn(database_url)
+    assert server.process is not None
+    everyone = list(children(server.process.pid))
+    server.process.terminate()
+    assert server.process.wait(timeout=40) == 0
+    for pid in everyone:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_the_wsgi_entry_reads_settings_from_the_environment(
+    database_url: str, bot_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatops.web.wsgi import create_app
+
+    monkeypatch.chdir(bot_dir)
+    monkeypatch.setenv("CHATOPS_DATABASE_URL", database_url)
+    monkeypatch.setenv("CHATOPS_WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+    client = create_app().test_client()
+    challenge = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "42"}
+    assert client.get("/webhooks/whatsapp", query_string=challenge).get_data(as_text=True) == "42"
+    assert client.get("/readyz").status_code == 200
