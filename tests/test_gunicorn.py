@@ -172,7 +172,7 @@ def test_sighup_reloads_the_bot_without_dropping_a_request(
             statuses.append(post(client, server.url, body).status_code)
         wait_for(lambda: not (set(web_pids(master)) & old_web), timeout=30, what="new web processes", server=server)
         assert len(web_pids(master)) == 2
-        assert background_pids(master) not in ([], old_background)
+        wait_for(lambda: background_pids(master) not in ([], old_background), timeout=10, what="a new background")
         assert set(statuses) == {200}, statuses
         fresh = message("hello", wa_id="15550299999", message_id="wamid.RELOAD-AFTER")
         assert post(client, server.url, fresh).status_code == 200

@@ -167,9 +167,9 @@ class _Arbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no type informa
         if problem:
             log.error("reload refused, the running processes keep serving: %s", problem)
             return
-        super().handle_hup()
-        if self.chatops.background is not None:
+        if self.chatops.background is not None:  # first: Gunicorn's reload waits for the old web processes
             self.chatops.background.replace()
+        super().handle_hup()
 
     def stop(self, graceful: bool = True) -> None:
         super().stop(graceful)
