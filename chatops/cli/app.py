@@ -61,7 +61,10 @@ class _ErrorBoundary(TyperGroup):
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         shared = [param for param in self.params if param.name and param.name != "help"]
-        for command in self.commands.values():
+        commands = list(self.commands.values())
+        for group in [command for command in commands if isinstance(command, TyperGroup)]:
+            commands.extend(group.commands.values())  # `chatops keys list --database-url …` too
+        for command in commands:
             taken = {opt for param in command.params for opt in param.opts}
             clash = taken.intersection(opt for param in shared for opt in param.opts)
             assert not clash, f"{command.name} redefines the global options {sorted(clash)}"
@@ -145,7 +148,10 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
 
 
 def _register() -> None:
+    from chatops.cli.audit import audit_command
+    from chatops.cli.conversations import conversations_app
     from chatops.cli.forget import forget_command
+    from chatops.cli.keys import keys_app
     from chatops.cli.lint_templates import lint_templates_command
     from chatops.cli.migrate import migrate_command
     from chatops.cli.prune import prune_command
@@ -159,6 +165,9 @@ def _register() -> None:
     app.command("simulate")(simulate_command)
     app.command("prune")(prune_command)
     app.command("forget")(forget_command)
+    app.command("audit")(audit_command)
+    app.add_typer(keys_app)
+    app.add_typer(conversations_app)
 
 
 _register()

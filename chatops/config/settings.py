@@ -81,6 +81,7 @@ class Settings(BaseSettings):
 
     metrics_token: SecretStr | None = None
     rate_limit_storage: str = "memory://"
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)  # reverse proxies whose X-Forwarded-For is believed
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     debounce_seconds: float = Field(default=0.0, ge=0)
     turn_max_attempts: int = Field(default=5, ge=1)

@@ -269,6 +269,8 @@ def complete_turn(
                 "state": change.state,
                 "mode": change.mode,
                 "session_started_at": change.session_started_at,
+                # when a person got it: the admin API's waiting time and the handoff timeout count from here
+                "handoff_at": None if change.mode == "bot" else sa.func.coalesce(c.handoff_at, now),
             }
         if turn is not None:
             values["turn_count"] = c.turn_count + 1

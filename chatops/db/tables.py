@@ -71,7 +71,10 @@ conversations = sa.Table(
     sa.Column("locked_until", UTCDateTime()),
     _created(),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("handoff_at", UTCDateTime()),  # when a person took it (mode human/paused); NULL in bot mode
+    sa.Column("last_operator_at", UTCDateTime()),  # the last operator message
     sa.UniqueConstraint("channel", "account_id", "user_id"),
+    sa.Index("ix_conversations_updated_at", "updated_at", "id"),  # the admin API's list and its cursor
     sa.CheckConstraint("mode IN ('bot', 'human', 'paused')", name="mode"),
 )
 
@@ -161,6 +164,7 @@ outbound_messages = sa.Table(
     # The sender holding a `sending` row and until when (heartbeated while the request runs; docs/operations.md).
     sa.Column("locked_by", sa.String(128)),
     sa.Column("locked_until", UTCDateTime()),
+    sa.Column("sent_by", sa.String(128)),  # an operator message: who sent it (API key name or cli:user); NULL: the bot
     sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'delivered', 'read', 'failed')", name="status"),
     sa.Index(
         "ix_outbound_messages_unsent",
@@ -186,6 +190,7 @@ api_keys = sa.Table(
     _created(),
     sa.Column("last_used_at", UTCDateTime()),
     sa.Column("revoked_at", UTCDateTime()),
+    sa.Column("expires_at", UTCDateTime()),
     sa.CheckConstraint("role IN ('admin', 'operator', 'viewer')", name="role"),
 )
 
@@ -198,5 +203,19 @@ audit_log = sa.Table(
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("target", sa.String(256)),
     sa.Column("details", JSONType),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False, default="ok", server_default=sa.text("'ok'")),
+    sa.Column("client_address", sa.String(64)),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+# One row per accepted bot reload (admin API or CLI): every process compares the newest id with the one it loaded
+# and reloads stages.yaml and the templates from its own disk when they differ.
+bot_reloads = sa.Table(
+    "bot_reloads",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
 )

@@ -33,9 +33,10 @@ def create_app(
     ``insecure_skip_signature`` accepts unsigned webhooks (development only; ``serve`` warns loudly).
     """
     from chatops.db.connect import create_db_engine
+    from chatops.web import api
     from chatops.web.queue_metrics import QueueCollector
 
-    app = Flask("chatops")
+    app = api.create_openapi_app("chatops")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     state = WebState(
@@ -51,6 +52,7 @@ def create_app(
     errors.init_app(app)
     app.register_blueprint(health)
     app.register_blueprint(metrics)
+    api.init_app(app)
     webhooks.init_app(app, state, store=_webhook_store(state))
     return app
 

@@ -1,4 +1,7 @@
-"""One JSON error shape for every HTTP error: ``{"error": {"code": …, "message": …}}``."""
+"""One JSON error shape for every HTTP error: ``{"error": {"code": …, "message": …, "hint": …}}``.
+
+``hint`` says how to fix it, or is null. The admin API adds ``fields`` to 422 answers (chatops.web.api.errors).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,17 @@ from chatops.errors import StorageError, WebhookError
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
-    """The JSON error body with ``status``."""
-    return jsonify({"error": {"code": code, "message": message}}), status
+def error_response(
+    status: int, code: str, message: str, *, hint: str | None = None, **extra: object
+) -> tuple[Response, int]:
+    """The JSON error body with ``status``; ``extra`` adds keys beside code, message and hint."""
+    return jsonify({"error": {"code": code, "message": message, "hint": hint, **extra}}), status
+
+
+def storage_error_response(exc: StorageError) -> tuple[Response, int]:
+    """503: the database is unavailable (logged once here)."""
+    log.error("database unavailable: %s", exc.message)
+    return error_response(503, "database_unavailable", "the database is unavailable; retry later")
 
 
 def init_app(app: Flask) -> None:
@@ -30,10 +41,7 @@ def init_app(app: Flask) -> None:
     def _webhook(exc: WebhookError) -> tuple[Response, int]:
         return error_response(exc.status, "webhook_rejected", exc.message)
 
-    @app.errorhandler(StorageError)
-    def _storage(exc: StorageError) -> tuple[Response, int]:
-        log.error("database unavailable: %s", exc.message)
-        return error_response(503, "database_unavailable", "the database is unavailable; retry later")
+    app.register_error_handler(StorageError, storage_error_response)
 
     @app.errorhandler(Exception)
     def _bug(exc: Exception) -> tuple[Response, int]:
