@@ -146,7 +146,7 @@ def test_database_down_answers_503_and_nothing_is_acknowledged(tmp_path: Path) -
     response = Webhook(app.test_client()).send_text("hello")
     assert response.status_code == 503
     assert response.json == {
-        "error": {"code": "database_unavailable", "message": "the database is unavailable; retry later"}
+        "error": {"code": "database_unavailable", "message": "the database is unavailable; retry later", "hint": None}
     }
 
 
