@@ -213,7 +213,7 @@ def check(app: Flask, db: sa.Engine, channel: Channel, body: bytes) -> None:
         assert stored_ids(db, ids) == ids
     else:
         assert response.json is not None
-        assert set(response.json["error"]) == {"code", "message"}
+        assert set(response.json["error"]) == {"code", "message", "hint"}
         assert counts(db) == before, "a refused webhook stored something"
     # The server keeps serving.
     good = whatsapp_text("still here", message_id=f"wamid.ALIVE-{uuid.uuid4().hex}")
