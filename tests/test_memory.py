@@ -554,3 +554,36 @@ def test_every_path_of_the_example_bot_works_offline(northwind: Path, database_u
     assert "A colleague" in say("--button", "human")
     rows_ = rows(database_url, turns.c.id, turns.c.error)
     assert [error for _, error in rows_] == [None] * len(rows_)
+
+
+def test_a_python_provider_is_imported_from_the_bot_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a dotted path failed with 'cannot import' unless PYTHONPATH=. was set and the cwd was the bot's."""
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    folder = tmp_path / "bot"
+    (folder / "templates").mkdir(parents=True)
+    (folder / "pizzeria_memory_test").mkdir()
+    (folder / "pizzeria_memory_test" / "__init__.py").write_text("")
+    (folder / "pizzeria_memory_test" / "menu.py").write_text(
+        "class Menu:\n"
+        "    def __init__(self, spec):\n"
+        "        self.name = spec.name\n"
+        "    def fetch(self, context):\n"
+        "        return {'special': 'Diavola'}\n"
+    )
+    (folder / "templates" / "hi.j2").write_text("Today: {{ menu.special }}")
+    (folder / "stages.yaml").write_text(
+        "bot: {name: P, start: hi}\n"
+        "providers:\n  - {name: menu, use: 'pizzeria_memory_test.menu:Menu', provides: [special]}\n"
+        "stages:\n  hi: {reply: hi.j2}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # not the bot's folder
+    try:
+        runtime = next(runtime_for(folder / "stages.yaml", OfflineResponder()))
+        [result] = talk(runtime, "hi", {}, "hello")
+        runtime.variables.runner.close()
+        assert result.replies[0].text == "Today: Diavola"
+    finally:
+        for name in [m for m in sys.modules if m.startswith("pizzeria_memory_test")]:
+            del sys.modules[name]

@@ -15,7 +15,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import sys
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from chatops.errors import BotDefinitionError, ChatopsError
@@ -26,14 +28,19 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "chatops.providers"
 
 
-def load_python_provider(spec: ProviderSpecLike, *, builtin_kinds: Sequence[str]) -> VariableProvider:
+def load_python_provider(
+    spec: ProviderSpecLike, *, builtin_kinds: Sequence[str], base_dir: Path | None = None
+) -> VariableProvider:
     """Import and build the provider ``spec.use`` names (a dotted path or an entry point name).
 
+    A dotted path that is not importable as installed is looked up in ``base_dir`` (the bot's folder): when the
+    module's top package or file is there, the folder joins the end of ``sys.path`` (installed packages keep
+    precedence), so ``use: northwind.providers:loyalty`` works without ``PYTHONPATH=.``.
     Raises BotDefinitionError when it cannot be found, imported or built, or has no ``fetch``; the hint lists the
     kinds and entry points known here when the name matches nothing.
     """
     if ":" in spec.use or "." in spec.use:
-        return _python_provider(spec, _import_attribute(spec))
+        return _python_provider(spec, _import_attribute(spec, base_dir))
     entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     for entry_point in entry_points:
         if entry_point.name == spec.use:
@@ -54,14 +61,33 @@ def load_python_provider(spec: ProviderSpecLike, *, builtin_kinds: Sequence[str]
     )
 
 
-def _import_attribute(spec: ProviderSpecLike) -> Any:
+def _in_folder(module_name: str, base_dir: Path | None) -> bool:
+    """Whether ``module_name``'s top level is a module or package in ``base_dir``; adds the folder to sys.path."""
+    if base_dir is None:
+        return False
+    top = module_name.split(".", 1)[0]
+    folder = base_dir.resolve()
+    if not ((folder / f"{top}.py").is_file() or (folder / top).is_dir()):
+        return False
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    importlib.invalidate_caches()
+    return True
+
+
+def _import_attribute(spec: ProviderSpecLike, base_dir: Path | None = None) -> Any:
     module_name, _, attribute = spec.use.partition(":") if ":" in spec.use else spec.use.rpartition(".")
     try:
-        target: Any = importlib.import_module(module_name)
+        try:
+            target: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as missing:
+            if missing.name is None or not _in_folder(missing.name, base_dir):
+                raise
+            target = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raises while importing
         raise BotDefinitionError(
             f"provider {spec.name!r}: cannot import {module_name!r}: {exc}",
-            hint="check the module name and that it is importable (installed, or on PYTHONPATH)",
+            hint="check the module name and that it is importable (installed, or in the folder of stages.yaml)",
         ) from None
     for part in attribute.split("."):
         try:

@@ -445,4 +445,4 @@ def _build_one(
         return kinds.SqlProvider.from_spec(spec, base_dir=base_dir, timeout=timeout)
     if spec.use == "lookup":
         return kinds.LookupProvider.from_spec(spec, base_dir=base_dir)
-    return plugins.load_python_provider(spec, builtin_kinds=BUILTIN_KINDS)
+    return plugins.load_python_provider(spec, builtin_kinds=BUILTIN_KINDS, base_dir=base_dir)
