@@ -157,6 +157,7 @@ def _register() -> None:
     from chatops.cli.prune import prune_command
     from chatops.cli.serve import serve_command, worker_command
     from chatops.cli.simulate import simulate_command
+    from chatops.cli.test import conversation_tests_command
 
     app.command("serve")(serve_command)
     app.command("worker")(worker_command)
@@ -168,6 +169,7 @@ def _register() -> None:
     app.command("audit")(audit_command)
     app.add_typer(keys_app)
     app.add_typer(conversations_app)
+    app.command("test")(conversation_tests_command)
 
 
 _register()

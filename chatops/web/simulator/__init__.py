@@ -23,6 +23,7 @@ from chatops.web.simulator.bodies import SIMULATED_PREFIX, ButtonOffer, UserInpu
 from chatops.web.simulator.inprocess import (
     DEFAULT_USER_ID,
     DEFAULT_USER_NAME,
+    SimulatedUser,
     Simulator,
     frozen_clock,
     prepare_schema,
@@ -41,6 +42,7 @@ __all__ = [
     "ButtonOffer",
     "SimulatedReply",
     "SimulatedTurn",
+    "SimulatedUser",
     "SimulationResult",
     "Simulator",
     "UserConversation",

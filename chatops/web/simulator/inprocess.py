@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -17,6 +18,7 @@ from chatops.config.settings import Settings, channel_credentials
 from chatops.db.connect import check_connection, create_db_engine
 from chatops.db.migrate import Revision, ensure_schema_current, migrate, migration_status
 from chatops.engine.runtime import build_runtime
+from chatops.engine.turn import BotRuntime
 from chatops.engine.worker import Worker, worker_name
 from chatops.errors import ChannelError
 from chatops.web.app import create_app
@@ -71,7 +73,9 @@ def frozen_clock(at: datetime | None, bot: BotDefinition) -> Callable[[], dateti
 class Simulator:
     """Messages from one user on one channel, through an in-process app and worker sharing one database.
 
-    ``at`` freezes the clock (see :func:`frozen_clock`): the app, the worker and the settling of replies use it.
+    ``at`` freezes the clock (see :func:`frozen_clock`): the app, the worker and the settling of replies use it;
+    ``clock`` replaces it outright (``chatops test`` gives each case its own). ``runtime`` replaces the one built
+    from ``settings`` (templates, providers, AI). :meth:`user` adds other users on the same app and database.
     A SQLite database is migrated to head (``migrated`` lists what ran). Use as a context manager.
     Raises StorageError/SchemaOutOfDateError (see :func:`prepare_schema`), ConfigError (AI settings).
     """
@@ -86,9 +90,12 @@ class Simulator:
         user_name: str | None = DEFAULT_USER_NAME,
         at: datetime | None = None,
         db: sa.Engine | None = None,
+        clock: Callable[[], datetime] | None = None,
+        runtime: BotRuntime | None = None,
     ) -> None:
         self.settings, self._secret = simulation_settings(settings, channel)
-        self.clock = frozen_clock(at, bot)
+        self.clock = clock or frozen_clock(at, bot)
+        self._account_id = account_id_for(settings, channel)
         self._own_db = db is None
         self.db = db or create_db_engine(self.settings.database_url, pool_size=2)
         self.conversation = UserConversation(
@@ -96,7 +103,7 @@ class Simulator:
             bot=bot,
             settings=self.settings,
             channel=channel,
-            account_id=account_id_for(settings, channel),
+            account_id=self._account_id,
             user_id=user_id,
             user_name=user_name if channel == "whatsapp" else None,  # Messenger webhooks carry no names
             clock=self.clock,
@@ -104,12 +111,11 @@ class Simulator:
         try:
             self.migrated = prepare_schema(self.db)
             self.app = create_app(self.settings, bot, db=self.db, clock=self.clock)
-            self.runtime = build_runtime(self.settings, bot)
+            self.runtime = runtime or build_runtime(self.settings, bot)
         except BaseException:
             self._dispose()
             raise
-        self.client = self.app.test_client()
-        self.worker = Worker(self.runtime, self.db, self.settings, clock=self.clock, name=f"simulate@{worker_name()}")
+        self._default = SimulatedUser(self, self.conversation)
 
     def __enter__(self) -> Simulator:
         return self
@@ -126,6 +132,37 @@ class Simulator:
         if self._own_db:
             self.db.dispose()
 
+    def user(self, user_id: str, user_name: str | None = DEFAULT_USER_NAME) -> SimulatedUser:
+        """Another user on the same channel, app, worker code and database (its own test client and worker)."""
+        conversation = dataclasses.replace(
+            self.conversation, user_id=user_id, user_name=user_name if self.conversation.channel == "whatsapp" else None
+        )
+        return SimulatedUser(self, conversation)
+
+    def send(self, message: UserInput) -> SimulationResult:
+        """What :meth:`SimulatedUser.send` does, for this simulator's own user."""
+        return self._default.send(message)
+
+    def reset(self) -> bool:
+        """Start this user's conversation afresh (see :meth:`UserConversation.reset`); False when there is none."""
+        return self.conversation.reset()
+
+
+class SimulatedUser:
+    """One user of a :class:`Simulator`, with a test client and a worker of its own (so users can run in threads)."""
+
+    def __init__(self, simulator: Simulator, conversation: UserConversation) -> None:
+        self.conversation = conversation
+        self._secret = simulator._secret
+        self.client = simulator.app.test_client()
+        self.worker = Worker(
+            simulator.runtime,
+            simulator.db,
+            simulator.settings,
+            clock=simulator.clock,
+            name=f"simulate@{worker_name()}:{conversation.user_id}",
+        )
+
     def send(self, message: UserInput) -> SimulationResult:
         """Post ``message`` through the webhook route, run the worker, settle the replies; return what happened.
 
@@ -140,7 +177,7 @@ class Simulator:
             account_id=conversation.account_id,
             user_id=conversation.user_id,
             user_name=conversation.user_name,
-            at=self.clock(),
+            at=conversation.clock(),
             offer=conversation.button_offer(message.button),
         )
         response = self.client.post(
@@ -156,7 +193,3 @@ class Simulator:
             if stored.get("status") != "pending" or not self.worker.work_once(only=stored["conversation_id"]):
                 break
         return conversation.result(message, message_id, response.status_code, after_turn=after_turn, settle=True)
-
-    def reset(self) -> bool:
-        """Start this user's conversation afresh (see :meth:`UserConversation.reset`); False when there is none."""
-        return self.conversation.reset()

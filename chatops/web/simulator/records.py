@@ -152,7 +152,7 @@ class UserConversation:
         inbound = self.inbound(message_id)
         conversation_id = inbound.get("conversation_id")
         c, t = conversations.c, turns.c
-        state = self._read(sa.select(c.stage, c.mode).where(c.id == conversation_id))
+        state = self._read(sa.select(c.stage, c.mode, c.state).where(c.id == conversation_id))
         query = sa.select(turns).where(t.conversation_id == conversation_id, t.id > after_turn).order_by(t.id)
         new_turns = [self._turn(row, settle=settle) for row in self._read(query)]
         answering = next((turn for turn in new_turns if turn.id == inbound.get("turn_id")), None)
@@ -168,6 +168,7 @@ class UserConversation:
             message_error=inbound.get("error"),
             mode=state[0].mode if state else None,
             stage=state[0].stage if state else None,
+            state=dict(state[0].state or {}) if state else None,
             turn=answering,
             earlier_turns=tuple(turn for turn in new_turns if turn is not answering),
         )

@@ -67,6 +67,7 @@ class SimulationResult:
 
     ``message_status`` is the inbound row's status: ``done``, ``skipped``, ``failed``, or ``pending`` when no turn
     ran (the conversation is with a person, a failed turn waits for its retry, a remote server is slow).
+    ``state`` is the conversation's memory afterwards (not part of ``to_json``: simulate's output is unchanged).
     ``transcript`` is False when the turns could not be read (``--url`` and another database); ``note`` says why.
     """
 
@@ -81,6 +82,7 @@ class SimulationResult:
     message_error: str | None = None
     mode: str | None = None
     stage: str | None = None
+    state: dict[str, Any] | None = None  # the conversation's memory after the message
     turn: SimulatedTurn | None = None
     earlier_turns: tuple[SimulatedTurn, ...] = ()
     transcript: bool = True
