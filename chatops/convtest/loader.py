@@ -279,7 +279,7 @@ class _FileChecker:
             return dict(value)
         if key in ("reply", "reply_contains", "reply_not_contains", "buttons"):
             items = value if isinstance(value, list) else [value]
-            if key != "reply" and not items:
+            if key not in ("reply", "buttons") and not items:  # `buttons: []`: none offered
                 self._problem(path, f"{key}: expected text or a list of texts, got an empty list")
                 return _INVALID
             if not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in items):

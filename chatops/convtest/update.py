@@ -24,7 +24,10 @@ def rewrite(test_file: TestFile, updates: Sequence[tuple[Expectation, Any]]) -> 
         node = test_file.source.node(expectation.path)
         if node is None:
             continue
-        spans.append((node.start_mark.index, node.end_mark.index, _render(value)))
+        end = node.end_mark.index
+        while end > node.start_mark.index and text[end - 1] in " \n":  # a block scalar ends past its newline
+            end -= 1
+        spans.append((node.start_mark.index, end, _render(value)))
     for start, end, rendered in sorted(spans, reverse=True):
         text = text[:start] + rendered + text[end:]
     parse_yaml(text, file=test_file.display)  # a rewrite that breaks the file is a bug, never written
