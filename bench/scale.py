@@ -5,14 +5,14 @@ outbound replies in the quick run, 5,000,000 in the full run (25 per conversatio
 with only the conversations the backlog needs. For both, and for planner statistics taken before the backlog
 (ANALYZE saw no pending row: an idle deployment) and during it (ANALYZE saw the backlog):
 
-- inbound drain: a backlog of 1,000 pending messages on 1,000 conversations, drained by 4 threads running the
+- inbound drain: a backlog of 500 pending messages on 500 conversations, drained by 4 threads running the
   worker's database cycle (claim, pending messages, history, commit of a turn with one reply, release) — no AI, so
   the figure is the queue's own cost. Target ≥ 0.9× the empty database.
-- outbound drain: the 1,000 replies this wrote, claimed 32 at a time and marked sent. Target ≥ 0.9×.
-- idle claim: the time of one claim that finds nothing (each idle worker runs it 5 times a second).
+- outbound drain: the 500 replies this wrote, claimed 32 at a time and marked sent. Target ≥ 0.9×.
+- idle claim: the time of one claim that finds nothing (each idle worker runs it 5 times a second);
+- idle CPU: PostgreSQL's CPU while 4 worker loops and a sender loop poll at ``serve``'s rates and find nothing.
 
-Not measured here yet (issue 17): webhook ack latency during the backlog, reply latency, PostgreSQL CPU with idle
-workers, prune throughput.
+Not measured here yet (issue 17): webhook ack latency during the backlog, reply latency, prune throughput.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ NAME = "scale"
 TITLE = "queues on a large database vs an empty one"
 ORDER = 60
 
-BACKLOG = 1_000
+BACKLOG = 500
 WORKERS = 4
 PER_CONVERSATION = 25
 TARGET_RATIO = 0.9
+IDLE_SECONDS = 10.0
 
 
 def run(ctx: Context) -> list[Row]:
@@ -71,50 +72,107 @@ def run(ctx: Context) -> list[Row]:
 
 
 def _measure(ctx: Context, engines: dict[str, sa.Engine], *, messages: int, note: str) -> list[Row]:
-    from bench.grow import add_backlog, analyze
-
+    rounds = ctx.rounds(5, 3)
     rows: list[Row] = []
     for statistics in ("before", "during"):
-        results: dict[str, dict[str, float]] = {}
-        order = list(engines.items()) if statistics == "before" else list(reversed(engines.items()))
-        for name, engine in order:  # alternate who goes first: neither side always gets the warmer cache
-            with engine.begin() as connection:
-                if statistics == "before":
-                    analyze(connection)
-                add_backlog(connection, inbound=BACKLOG, conversations=BACKLOG, tag=f"{statistics}")
-                if statistics == "during":
-                    analyze(connection)
-            inbound = _timed(lambda engine=engine: _drain_inbound(engine))
-            outbound = _timed(lambda engine=engine: _drain_outbound(engine))
-            idle = _idle_claim(engine)
-            results[name] = {"inbound": BACKLOG / inbound, "outbound": BACKLOG / outbound, "idle": idle}
-            ctx.log(f"scale: {name}, statistics {statistics} the backlog: {results[name]}")
+        figures: dict[str, dict[str, list[float]]] = {name: {} for name in engines}
+
+        for index in range(rounds):  # alternate who goes first: neither side always gets the warmer cache
+            order = list(engines.items()) if index % 2 == 0 else list(reversed(engines.items()))
+            for name, engine in order:
+                _measure_once(ctx, engine, figures[name], statistics=statistics, tag=f"{statistics}{index}")
+            ctx.log(f"scale: statistics {statistics} the backlog, round {index + 1}/{rounds}: {figures}")
+
         label = f"statistics taken {statistics} the backlog"
-        for queue, title in (("inbound", "inbound drain"), ("outbound", "outbound drain")):
+        how = f"median of {rounds} interleaved rounds; {note}"
+        for queue, title in (("inbound", "inbound drain (worker cycle)"), ("outbound", "outbound drain (sender)")):
+            value, baseline = _pair(figures, queue)
             rows.append(
                 Row(
                     NAME,
                     f"{title}, {BACKLOG:,} backlog, {label}: msg/s",
-                    value=results["large"][queue],
+                    value=value,
                     unit="msg/s",
-                    baseline=results["empty"][queue],
+                    baseline=baseline,
                     baseline_label="empty database",
                     target=Target(">=", TARGET_RATIO),
-                    note=note,
+                    note=how,
                 )
             )
+        for key, title in (("inbound_claim", "worker's claim"), ("outbound_claim", "sender's claim (32 rows)")):
+            value, baseline = _pair(figures, key, 1000)
+            rows.append(
+                Row(
+                    NAME,
+                    f"{title} during the drain, {label}: median",
+                    value=value,
+                    unit="ms",
+                    baseline=baseline,
+                    baseline_label="empty database",
+                    note=how,
+                )
+            )
+        value, baseline = _pair(figures, "idle", 1000)
         rows.append(
             Row(
                 NAME,
                 f"idle claim (nothing due), {label}",
-                value=results["large"]["idle"] * 1000,
+                value=value,
                 unit="ms",
-                baseline=results["empty"]["idle"] * 1000,
+                baseline=baseline,
                 baseline_label="empty database",
-                note="median of 200 claims",
+                note="median of 200 claims per round",
+            )
+        )
+        value, baseline = _pair(figures, "cpu", 100)
+        rows.append(
+            Row(
+                NAME,
+                f"PostgreSQL CPU, 4 idle workers + idle sender, {label}: % of one core",
+                value=value,
+                unit="%",
+                baseline=baseline,
+                baseline_label="empty database",
+                note=f"backends' CPU over {IDLE_SECONDS:g} s; workers claim every 0.2 s, the sender every 0.05 s",
             )
         )
     return rows
+
+
+def _measure_once(
+    ctx: Context, engine: sa.Engine, figures: dict[str, list[float]], *, statistics: str, tag: str
+) -> None:
+    """One round on one database: add the backlog (ANALYZE before or after it), drain both queues, idle figures."""
+    from bench.grow import add_backlog, analyze
+    from bench.stats import median
+
+    with engine.begin() as connection:
+        if statistics == "before":
+            analyze(connection)
+        add_backlog(connection, inbound=BACKLOG, conversations=BACKLOG, tag=tag)
+        if statistics == "during":
+            analyze(connection)
+    inbound_claims: list[float] = []
+    outbound_claims: list[float] = []
+    inbound = _timed(lambda: _drain_inbound(engine, inbound_claims))
+    outbound = _timed(lambda: _drain_outbound(engine, outbound_claims))
+    for key, value in (
+        ("inbound", BACKLOG / inbound),
+        ("outbound", BACKLOG / outbound),
+        ("inbound_claim", median(inbound_claims) or 0.0),
+        ("outbound_claim", median(outbound_claims) or 0.0),
+        ("idle", _idle_claim(engine)),
+        ("cpu", _idle_cpu(ctx, engine)),
+    ):
+        figures.setdefault(key, []).append(value)
+
+
+def _pair(figures: dict[str, dict[str, list[float]]], key: str, scale: float = 1.0) -> tuple[float, float]:
+    """The medians of ``key`` on the large and the empty database, times ``scale``."""
+    from bench.stats import median
+
+    large, empty = median(figures["large"][key]), median(figures["empty"][key])
+    return (large or 0.0) * scale, (empty or 0.0) * scale
 
 
 def _timed(action: Callable[[], None]) -> float:
@@ -123,7 +181,7 @@ def _timed(action: Callable[[], None]) -> float:
     return time.monotonic() - started
 
 
-def _drain_inbound(engine: sa.Engine) -> None:
+def _drain_inbound(engine: sa.Engine, claims: list[float]) -> None:
     """4 threads run the worker's database cycle until nothing is due."""
     from chatops.channels.events import OutboundMessage
     from chatops.db.inbox import (
@@ -141,7 +199,9 @@ def _drain_inbound(engine: sa.Engine) -> None:
     def work(name: str) -> None:
         while True:
             now = datetime.now(UTC)
+            started = time.perf_counter()
             conversation = claim_conversation(engine, worker_id=name, now=now, lease=lease)
+            claims.append(time.perf_counter() - started)  # list.append is atomic under the GIL
             if conversation is None:
                 return
             pending = pending_messages(engine, conversation)
@@ -173,13 +233,15 @@ def _drain_inbound(engine: sa.Engine) -> None:
         thread.join()
 
 
-def _drain_outbound(engine: sa.Engine) -> None:
+def _drain_outbound(engine: sa.Engine, claims: list[float]) -> None:
     """Claim 32 due rows at a time and mark them sent, until nothing is due."""
     from chatops.db.outbox import claim_outbound, mark_sent
 
     while True:
         now = datetime.now(UTC)
+        started = time.perf_counter()
         rows = claim_outbound(engine, now=now, limit=32)
+        claims.append(time.perf_counter() - started)
         if not rows:
             return
         for row in rows:
@@ -195,6 +257,41 @@ def _idle_claim(engine: sa.Engine) -> float:
         claim_conversation(engine, worker_id="bench:idle", now=datetime.now(UTC), lease=timedelta(seconds=1))
         times.append(time.perf_counter() - started)
     return sorted(times)[len(times) // 2]
+
+
+def _idle_cpu(ctx: Context, engine: sa.Engine) -> float:
+    """PostgreSQL CPU seconds per second while 4 worker loops and a sender loop find nothing to do (serve's rates)."""
+    from bench.cpu import PostgresBackends, cpu_between
+    from chatops.db.inbox import claim_conversation
+    from chatops.db.outbox import claim_outbound
+
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.wait(0.2):
+            claim_conversation(engine, worker_id="bench:idle", now=datetime.now(UTC), lease=timedelta(seconds=1))
+
+    def sender() -> None:
+        while not stop.wait(0.05):
+            claim_outbound(engine, now=datetime.now(UTC), limit=32)
+
+    backends = PostgresBackends(ctx.database_server, str(engine.url.database))
+    threads = [threading.Thread(target=worker) for _ in range(WORKERS)] + [threading.Thread(target=sender)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # every thread has its pooled connection
+        before = backends.snapshot()
+        time.sleep(IDLE_SECONDS)
+        after = backends.snapshot()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        backends.close()
+    if before is None or after is None:
+        return float("nan")
+    return cpu_between(before, after) / IDLE_SECONDS
 
 
 def _size(engine: sa.Engine) -> str:

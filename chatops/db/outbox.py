@@ -87,7 +87,9 @@ def claim_outbound(
     ``attempts + 1``, ``updated_at`` and the send lease (``holder``, until ``now + lease``; see
     :mod:`chatops.db.leases`) in the same transaction. On PostgreSQL rows locked by another claim are
     skipped (``FOR UPDATE SKIP LOCKED``), so concurrent senders never claim the same row; on SQLite the
-    ``BEGIN IMMEDIATE`` transaction serialises claims.
+    ``BEGIN IMMEDIATE`` transaction serialises claims. On PostgreSQL the claim's transaction plans with index lookups
+    only (:func:`~chatops.db.queue_plans.index_lookups_only`): pass a Connection only if the rest of its transaction
+    may plan that way too.
     """
     if limit <= 0 or (channels is not None and not channels):
         return []
