@@ -150,11 +150,13 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
 def _register() -> None:
     from chatops.cli.audit import audit_command
     from chatops.cli.conversations import conversations_app
+    from chatops.cli.export import export_command
     from chatops.cli.forget import forget_command
     from chatops.cli.keys import keys_app
     from chatops.cli.lint_templates import lint_templates_command
     from chatops.cli.migrate import migrate_command
     from chatops.cli.prune import prune_command
+    from chatops.cli.replay import replay_command
     from chatops.cli.serve import serve_command, worker_command
     from chatops.cli.simulate import simulate_command
     from chatops.cli.test import conversation_tests_command
@@ -170,6 +172,8 @@ def _register() -> None:
     app.add_typer(keys_app)
     app.add_typer(conversations_app)
     app.command("test")(conversation_tests_command)
+    app.command("replay")(replay_command)
+    app.command("export")(export_command)
 
 
 _register()

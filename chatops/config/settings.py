@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "CHATOPS_OPENAI_BASE_URL")
     )
     ai: Literal["openai", "offline"] | None = None
+    # US dollars per million tokens, [input, output] per model (replay's cost columns); docs/replay.md.
+    ai_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-mini": (0.40, 1.60)}
+    )
 
     metrics_token: SecretStr | None = None
     rate_limit_storage: str = "memory://"

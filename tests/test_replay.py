@@ -1,0 +1,236 @@
+"""chatops replay and export: a corpus recorded through the real webhook route and worker (SQLite and
+PostgreSQL) against the loopback fake OpenAI and the real SDK, replayed through the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from chatops.cli.app import app
+from chatops.config.bot import load_bot
+from chatops.config.settings import load_settings
+from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
+from chatops.engine.runtime import build_runtime
+from chatops.engine.worker import Worker
+from chatops.web.app import create_app
+from tests.bots import write_bot
+from tests.fakes.openai_server import FakeOpenAI, Reply, Scripted, default_response
+from tests.test_worker import Clock
+from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, Webhook, whatsapp_text
+
+
+def prompt_echo(body: dict[str, Any]) -> Scripted:
+    """Replies depend on the system prompt and the user's text, so a changed prompt changes the reply."""
+    if body.get("response_format"):
+        return default_response(body)
+    messages = body["messages"]
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    return Reply(f"[{system.split('.')[0]}] you said: {messages[-1]['content']}")
+
+
+@dataclass
+class Recorded:
+    folder: Path
+    stages: Path
+    database_url: str
+    fake: FakeOpenAI
+    env: dict[str, str]
+
+
+CONVERSATIONS = {
+    "15550001111": ["hello", "where is TS-123", "thanks a lot", "I want a refund"],
+    "15550002222": ["hi", "agent please"],
+    "15550003333": ["good morning", "what can you do", "bye now"],
+}
+
+
+class _Orders(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # the order API: every order is shipped
+        body = b'{"status": "shipped"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def order_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Orders)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/orders"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def recorded(tmp_path: Path, database_url: str, db: sa.Engine, order_api: str) -> Iterator[Recorded]:
+    """Three conversations recorded through the Flask route and the worker, AI through the fake OpenAI."""
+    with FakeOpenAI(responder=prompt_echo) as fake:
+        folder = tmp_path / "bot"
+        stages = write_bot(folder, order_url=order_api)
+        settings = load_settings(
+            database_url=database_url,
+            whatsapp_app_secret=APP_SECRET,
+            whatsapp_verify_token=VERIFY_TOKEN,
+            whatsapp_access_token=ACCESS_TOKEN,
+            ai="openai",
+            openai_api_key="sk-test",
+            openai_base_url=fake.base_url,
+        )
+        bot = load_bot(stages)
+        clock = Clock()
+        client = Webhook(create_app(settings, bot, db=db, clock=clock).test_client())
+        worker = Worker(build_runtime(settings, bot), db, settings, clock=clock, name="w0")
+        for step in range(4):
+            for wa_id, texts in CONVERSATIONS.items():
+                if step < len(texts):
+                    body = whatsapp_text(
+                        texts[step], wa_id=wa_id, name="Ada Lovelace", timestamp=int(clock().timestamp())
+                    )
+                    assert client.post(body).status_code == 200
+            while worker.work_once():
+                pass
+            clock.advance(60)
+        fake.requests.clear()
+        env = {"CHATOPS_DATABASE_URL": database_url, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake.base_url}
+        yield Recorded(folder, stages, database_url, fake, env)
+
+
+def replay(recorded: Recorded, *args: str) -> tuple[int, dict[str, Any], str]:
+    out = recorded.folder / "out.json"
+    result = CliRunner().invoke(
+        app,
+        ["replay", "--stages", str(recorded.stages), "--no-progress", "--json", str(out), *args],
+        env=recorded.env,
+    )
+    report = json.loads(out.read_text()) if out.exists() else {}
+    return result.exit_code, report, result.output
+
+
+def snapshot(db: sa.Engine) -> list[list[tuple[Any, ...]]]:
+    with db.connect() as connection:
+        return [
+            [tuple(row) for row in connection.execute(sa.select(table).order_by(table.c.id))]
+            for table in (conversations, inbound_messages, turns, outbound_messages)
+        ]
+
+
+def test_unchanged_definition_replays_with_zero_changes_and_reads_only(recorded: Recorded, db: sa.Engine) -> None:
+    before = snapshot(db)
+    code, report, text = replay(recorded, "--no-cache", "--fail-on-error")
+    assert code == 0, text
+    summary = report["summary"]
+    assert summary["turns"] == 9 and summary["unchanged"] == 9, [
+        t for t in report["turns"] if t["outcome"] != "unchanged"
+    ]
+    assert summary["mean_similarity"] == 1.0 and summary["transitions_changed"] == 0
+    assert len(recorded.fake.requests) > 0  # the AI was really asked again
+    assert snapshot(db) == before  # read-only: nothing changed, nothing queued to send
+
+
+def test_changed_prompt_shows_the_expected_diffs(recorded: Recorded) -> None:
+    (recorded.folder / "templates" / "menu.j2").write_text("You are the cheerful helper of {{ company }}. Be brief.")
+    code, report, text = replay(recorded, "--no-cache")
+    assert code == 0, text
+    changed = [t for t in report["turns"] if t["outcome"] == "changed"]
+    assert changed and all(t["stage_before"] == "menu" for t in changed)
+    turn = changed[0]
+    assert ["-", "assistant"] in turn["diff"] or any(op == "-" and "assistant" in piece for op, piece in turn["diff"])
+    assert any(op == "+" and "cheerful" in piece for op, piece in turn["diff"])
+    assert 0 < turn["similarity"] < 1
+    assert report["summary"]["transitions_changed"] == 0
+
+
+def test_changed_transition_and_gates(recorded: Recorded) -> None:
+    stages = recorded.stages.read_text().replace("keywords: [agent, human]", "keywords: [human]")
+    recorded.stages.write_text(stages)
+    code, report, text = replay(recorded, "--no-cache", "--max-changed-transitions", "0")
+    assert code == 1
+    assert report["summary"]["transitions_changed"] == 1
+    assert report["summary"]["changed_transitions"][0] == {
+        "from": "menu",
+        "recorded": "handoff",
+        "new": "menu",
+        "count": 1,
+    }
+    assert "gate failed: 1 transitions changed, more than 0" in text
+    code, _, _ = replay(recorded, "--max-changed-transitions", "1", "--fail-under-similarity", "0.5")
+    assert code == 0
+
+
+def test_state_changes_show(recorded: Recorded) -> None:
+    stages = recorded.stages.read_text().replace(
+        "  tracking:\n    reply: tracking.j2\n",
+        "  tracking:\n    reply: tracking.j2\n    set: {asked_tracking: true}\n",
+    )
+    recorded.stages.write_text(stages)
+    code, report, text = replay(recorded, "--no-cache")
+    assert code == 0, text
+    changed = [t for t in report["turns"] if t["state_changed"]]
+    assert changed and changed[0]["new"]["state_after"].get("asked_tracking") is True
+
+
+def test_cache_makes_a_second_run_free_and_chained_mode_follows_the_candidate(recorded: Recorded) -> None:
+    cache = ["--cache-dir", str(recorded.folder / "cache")]
+    replay(recorded, *cache)
+    asked = len(recorded.fake.requests)
+    assert asked > 0
+    code, report, _ = replay(recorded, *cache)
+    assert code == 0 and len(recorded.fake.requests) == asked  # no AI request the second time
+    assert report["run"]["cache"]["misses"] == 0 and report["run"]["cache"]["hits"] > 0
+
+    (recorded.folder / "templates" / "welcome.j2").write_text("Welcome, {{ user.name }}!")
+    stages = recorded.stages.read_text().replace("    next: menu\n  menu:", "    next: refund\n  menu:", 1)
+    recorded.stages.write_text(stages)
+    code, report, text = replay(recorded, "--mode", "chained", *cache)
+    assert code == 0, text
+    by_key = {t["key"]: t for t in report["turns"]}
+    first_conversation = [
+        t for t in report["turns"] if t["index"] <= 1 and t["user_text"] in ("hello", "where is TS-123")
+    ]
+    # Chained: the welcome now leads to `refund`, so the second turn starts there (independent would start in menu).
+    assert by_key and first_conversation[0]["new"]["stage_after"] == "refund"
+    assert first_conversation[1]["new"]["replies"] != first_conversation[1]["reference"]["replies"]
+
+
+def test_export_then_replay_from_corpus_equals_replay_from_database(recorded: Recorded) -> None:
+    corpus = recorded.folder / "corpus.jsonl"
+    result = CliRunner().invoke(app, ["export", "--out", str(corpus)], env=recorded.env)
+    assert result.exit_code == 0, result.output
+    lines = corpus.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["version"] == 1
+    (recorded.folder / "templates" / "menu.j2").write_text("You are a terse bot of {{ company }}.")
+    cache = ["--cache-dir", str(recorded.folder / "cache")]
+    _, from_db, _ = replay(recorded, *cache)
+    _, from_file, _ = replay(recorded, "--from", str(corpus), *cache)
+
+    def comparable(report: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in turn.items() if k != "duration_ms"} for turn in report["turns"]]  # wall time
+
+    assert comparable(from_db) == comparable(from_file) and from_db["summary"]["changed"] > 0
+
+
+def test_baselines_answer_what_my_last_edit_changed(recorded: Recorded) -> None:
+    base = ["--baseline-dir", str(recorded.folder / "baselines"), "--no-cache"]
+    (recorded.folder / "templates" / "menu.j2").write_text("You are a terse bot of {{ company }}.")
+    _, first, _ = replay(recorded, *base, "--save-baseline", "v1")
+    assert first["summary"]["changed"] > 0
+    code, again, text = replay(recorded, *base, "--against", "v1")
+    assert code == 0, text
+    assert again["run"]["against"] == "baseline:v1" and again["summary"]["changed"] == 0
+    code, _, text = replay(recorded, *base, "--against", "nope")
+    assert code == 1 and "no baseline 'nope'" in text
