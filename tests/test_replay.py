@@ -134,10 +134,10 @@ def test_unchanged_definition_replays_with_zero_changes_and_reads_only(recorded:
     code, report, text = replay(recorded, "--no-cache", "--fail-on-error")
     assert code == 0, text
     summary = report["summary"]
-    assert summary["turns"] == 9 and summary["unchanged"] == 9, [
-        t for t in report["turns"] if t["outcome"] != "unchanged"
-    ]
-    assert summary["mean_similarity"] == 1.0 and summary["transitions_changed"] == 0
+    assert summary["turns"] == 9
+    assert summary["unchanged"] == 9, [t for t in report["turns"] if t["outcome"] != "unchanged"]
+    assert summary["mean_similarity"] == 1.0
+    assert summary["transitions_changed"] == 0
     assert len(recorded.fake.requests) > 0  # the AI was really asked again
     assert snapshot(db) == before  # read-only: nothing changed, nothing queued to send
 
@@ -147,7 +147,8 @@ def test_changed_prompt_shows_the_expected_diffs(recorded: Recorded) -> None:
     code, report, text = replay(recorded, "--no-cache")
     assert code == 0, text
     changed = [t for t in report["turns"] if t["outcome"] == "changed"]
-    assert changed and all(t["stage_before"] == "menu" for t in changed)
+    assert changed
+    assert all(t["stage_before"] == "menu" for t in changed)
     turn = changed[0]
     assert ["-", "assistant"] in turn["diff"] or any(op == "-" and "assistant" in piece for op, piece in turn["diff"])
     assert any(op == "+" and "cheerful" in piece for op, piece in turn["diff"])
@@ -181,7 +182,8 @@ def test_state_changes_show(recorded: Recorded) -> None:
     code, report, text = replay(recorded, "--no-cache")
     assert code == 0, text
     changed = [t for t in report["turns"] if t["state_changed"]]
-    assert changed and changed[0]["new"]["state_after"].get("asked_tracking") is True
+    assert changed
+    assert changed[0]["new"]["state_after"].get("asked_tracking") is True
 
 
 def test_cache_makes_a_second_run_free_and_chained_mode_follows_the_candidate(recorded: Recorded) -> None:
@@ -190,8 +192,10 @@ def test_cache_makes_a_second_run_free_and_chained_mode_follows_the_candidate(re
     asked = len(recorded.fake.requests)
     assert asked > 0
     code, report, _ = replay(recorded, *cache)
-    assert code == 0 and len(recorded.fake.requests) == asked  # no AI request the second time
-    assert report["run"]["cache"]["misses"] == 0 and report["run"]["cache"]["hits"] > 0
+    assert code == 0
+    assert len(recorded.fake.requests) == asked
+    assert report["run"]["cache"]["misses"] == 0
+    assert report["run"]["cache"]["hits"] > 0
 
     (recorded.folder / "templates" / "welcome.j2").write_text("Welcome, {{ user.name }}!")
     stages = recorded.stages.read_text().replace("    next: menu\n  menu:", "    next: refund\n  menu:", 1)
@@ -203,7 +207,8 @@ def test_cache_makes_a_second_run_free_and_chained_mode_follows_the_candidate(re
         t for t in report["turns"] if t["index"] <= 1 and t["user_text"] in ("hello", "where is TS-123")
     ]
     # Chained: the welcome now leads to `refund`, so the second turn starts there (independent would start in menu).
-    assert by_key and first_conversation[0]["new"]["stage_after"] == "refund"
+    assert by_key
+    assert first_conversation[0]["new"]["stage_after"] == "refund"
     assert first_conversation[1]["new"]["replies"] != first_conversation[1]["reference"]["replies"]
 
 
@@ -212,7 +217,8 @@ def test_export_then_replay_from_corpus_equals_replay_from_database(recorded: Re
     result = CliRunner().invoke(app, ["export", "--out", str(corpus)], env=recorded.env)
     assert result.exit_code == 0, result.output
     lines = corpus.read_text().splitlines()
-    assert len(lines) == 3 and json.loads(lines[0])["version"] == 1
+    assert len(lines) == 3
+    assert json.loads(lines[0])["version"] == 1
     (recorded.folder / "templates" / "menu.j2").write_text("You are a terse bot of {{ company }}.")
     cache = ["--cache-dir", str(recorded.folder / "cache")]
     _, from_db, _ = replay(recorded, *cache)
@@ -221,7 +227,8 @@ def test_export_then_replay_from_corpus_equals_replay_from_database(recorded: Re
     def comparable(report: dict[str, Any]) -> list[dict[str, Any]]:
         return [{k: v for k, v in turn.items() if k != "duration_ms"} for turn in report["turns"]]  # wall time
 
-    assert comparable(from_db) == comparable(from_file) and from_db["summary"]["changed"] > 0
+    assert comparable(from_db) == comparable(from_file)
+    assert from_db["summary"]["changed"] > 0
 
 
 def test_baselines_answer_what_my_last_edit_changed(recorded: Recorded) -> None:
@@ -231,6 +238,8 @@ def test_baselines_answer_what_my_last_edit_changed(recorded: Recorded) -> None:
     assert first["summary"]["changed"] > 0
     code, again, text = replay(recorded, *base, "--against", "v1")
     assert code == 0, text
-    assert again["run"]["against"] == "baseline:v1" and again["summary"]["changed"] == 0
+    assert again["run"]["against"] == "baseline:v1"
+    assert again["summary"]["changed"] == 0
     code, _, text = replay(recorded, *base, "--against", "nope")
-    assert code == 1 and "no baseline 'nope'" in text
+    assert code == 1
+    assert "no baseline 'nope'" in text
