@@ -243,3 +243,25 @@ def test_baselines_answer_what_my_last_edit_changed(recorded: Recorded) -> None:
     code, _, text = replay(recorded, *base, "--against", "nope")
     assert code == 1
     assert "no baseline 'nope'" in text
+
+
+def test_judge_grades_changed_turns_as_strict_json_and_github_format(recorded: Recorded) -> None:
+    (recorded.folder / "templates" / "menu.j2").write_text("You are a terse bot of {{ company }}.")
+    cache = ["--cache-dir", str(recorded.folder / "cache")]
+    code, report, text = replay(recorded, "--judge", "Answer politely; never say fail", *cache, "--format", "github")
+    assert code == 0, text
+    judged = [t for t in report["turns"] if t["judge"]]
+    assert judged
+    assert len(judged) == report["summary"]["changed"]
+    assert {t["judge"]["passed"] for t in judged} <= {True, False}
+    judge_requests = [r for r in recorded.fake.requests if "grade" in json.dumps(r.body)]
+    assert judge_requests[0].body["response_format"]["json_schema"]["strict"] is True
+    assert "::warning title=chatops replay::turn " in text
+    assert "### chatops replay" in text
+    asked = len(recorded.fake.requests)
+    code, again, _ = replay(
+        recorded, "--judge", "Answer politely; never say fail", *cache, "--max-judged-failures", "99"
+    )
+    assert code == 0
+    assert len(recorded.fake.requests) == asked  # verdicts come from the cache too
+    assert [t["judge"] for t in again["turns"]] == [t["judge"] for t in report["turns"]]

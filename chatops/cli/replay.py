@@ -157,7 +157,7 @@ def replay_command(
         ),
         prices=settings.ai_prices,
     )
-    total = sum(len(c.turns) for c in conversations)
+    total = sum(1 for c in conversations for t in c.turns if t.replayable)
     stop = threading.Event()
 
     def counts() -> dict[str, int]:

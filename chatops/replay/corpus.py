@@ -78,6 +78,12 @@ class CorpusTurn:
     state_after: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def replayable(self) -> bool:
+        """Whether the turn has a trace to re-run: retention clears it (docs/scaling.md), and a turn the worker
+        gave up on never had one. Such a turn is not replayed, but its user text and replies stay history."""
+        return bool(self.variables)
+
+    @property
     def reply_texts(self) -> tuple[str, ...]:
         """The texts of the replies sent, in order."""
         return tuple(str(reply.get("text") or "") for reply in self.replies)

@@ -153,7 +153,7 @@ class Replayer:
         for conversation in conversations:
             for index, turn in enumerate(conversation.turns):
                 self.values.put(conversation.id, index, turn.variables)
-        run = ReplayRun(total=sum(len(c.turns) for c in conversations))
+        run = ReplayRun(total=sum(1 for c in conversations for t in c.turns if t.replayable))
         started = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=max(concurrency, 1), thread_name_prefix="chatops-replay")
         jobs: set[Future[list[ReplayedTurn]]] = set()
@@ -171,8 +171,9 @@ class Replayer:
             else:
                 for conversation in conversations:
                     sessions = _session_starts(conversation.turns)
-                    for index in range(len(conversation.turns)):
-                        jobs.add(pool.submit(self._independent, conversation, index, sessions[index]))
+                    for index, turn in enumerate(conversation.turns):
+                        if turn.replayable:
+                            jobs.add(pool.submit(self._independent, conversation, index, sessions[index]))
             pending = set(jobs)
             while pending:
                 finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -216,6 +217,10 @@ class Replayer:
         for index, turn in enumerate(conversation.turns):
             if stop.is_set():
                 break
+            if not turn.replayable:  # no trace: the recording goes on as it was
+                stage, state = turn.stage_after, turn.state_after
+                history.append(_past(turn))
+                continue
             current = _conversation(conversation, index, stage, state, session)
             side, result, duration = self._turn(current, conversation, turn, history[-window:])
             done.append(_replayed(conversation, index, turn, side, duration))
