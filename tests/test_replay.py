@@ -265,3 +265,25 @@ def test_judge_grades_changed_turns_as_strict_json_and_github_format(recorded: R
     assert code == 0
     assert len(recorded.fake.requests) == asked  # verdicts come from the cache too
     assert [t["judge"] for t in again["turns"]] == [t["judge"] for t in report["turns"]]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_stopped_run_still_reports_what_finished(recorded: Recorded, db: sa.Engine) -> None:
+    from chatops.ai.openai_client import OpenAIClient
+    from chatops.replay.corpus import read_database
+    from chatops.replay.gates import Gates
+    from chatops.replay.session import ReplayOptions, run_replay
+
+    stop = threading.Event()
+    with OpenAIClient("sk-test", recorded.fake.base_url) as ai:
+        report = run_replay(
+            read_database(db),
+            load_bot(recorded.stages),
+            ai,
+            ReplayOptions(mode="chained", concurrency=1, gates=Gates(fail_on_error=True)),
+            on_turn=lambda turn: stop.set(),  # what Ctrl-C does in the CLI
+            stop=stop,
+        )
+    assert report["run"]["interrupted"] is True
+    assert 0 < report["summary"]["turns"] < report["run"]["total_turns"]
+    assert report["gates"]["failed"] == ["the run was interrupted before every turn was replayed"]
