@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from jinja2 import Environment
+from jinja2 import Environment, nodes
 
 from chatops.config.bot import BotDefinition, display_path, template_files_in, validate_bot
 from chatops.config.bot_schema import FORM_ATTRIBUTES, PROVIDER_EXPRESSION_KINDS, did_you_mean
@@ -250,11 +250,12 @@ class _Linter:
             lines = source.splitlines()
             self.analyses[name] = (found, lines)
             self.callables(display_path(file), found, lines)
-            self.growth(display_path(file), source, lines)
+            if found.tree is not None:
+                self.growth(display_path(file), found.tree, lines)
         return self.analyses[name]
 
-    def growth(self, file: str, source: str, lines: list[str]) -> None:
-        for found in unbounded_growth(source):
+    def growth(self, file: str, tree: nodes.Template, lines: list[str]) -> None:
+        for found in unbounded_growth(tree):
             if found.word is not None and found.word.isidentifier():
                 col = _column_in(lines, found.line, found.word, 0)
             else:

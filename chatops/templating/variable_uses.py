@@ -16,10 +16,11 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from jinja2 import Environment, TemplateSyntaxError, nodes
+from jinja2.parser import Parser
 
 _GUARD_FILTERS = frozenset({"default", "d"})
 _GUARD_TESTS = frozenset({"defined", "undefined"})
@@ -69,6 +70,7 @@ class TemplateAnalysis:
     references: tuple[TemplateReference, ...] = ()
     callables: tuple[CallableUse, ...] = ()
     syntax_error: tuple[int, str] | None = None
+    tree: nodes.Template | None = field(default=None, compare=False, repr=False)  # as written, for more checks
 
 
 def analyse_template(source: str, *, environment: Environment, name: str | None = None) -> TemplateAnalysis:
@@ -77,12 +79,14 @@ def analyse_template(source: str, *, environment: Environment, name: str | None 
     Never raises for template problems: a syntax error is returned in ``syntax_error``.
     """
     try:
-        tree = environment.parse(source, name=name)
+        # Jinja's parser itself, not environment.parse: the sandbox rewrites loops and `~` when it parses, and the
+        # checks want the template as its author wrote it. Parsed once, for every check (parsing is most of lint).
+        tree = Parser(environment, source, name).parse()
     except TemplateSyntaxError as exc:
         return TemplateAnalysis(syntax_error=(exc.lineno or 1, exc.message or "invalid syntax"))
     walker = _Walker(_Columns(source), set(environment.globals))
     walker.body(tree.body, _Scope(None), frozenset(), direct=False)
-    return TemplateAnalysis(tuple(walker.uses), tuple(walker.references), tuple(walker.callables))
+    return TemplateAnalysis(tuple(walker.uses), tuple(walker.references), tuple(walker.callables), tree=tree)
 
 
 class _Scope:
