@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from chatops.db.tables import inbound_messages
 from tests.tcp_proxy import TCPProxy
 from tests.test_server_process import (  # noqa: F401  (bot_dir, fakes, serve: fixtures used by name)
     WORKERS,
@@ -44,6 +45,14 @@ SETTINGS = {"CHATOPS_LEASE_SECONDS": str(LEASE)}
 # A lease far longer than the whole test: what is answered quickly after the restart was taken back by the restart
 # itself (same instance name), not by expiry.
 RESTART_SETTINGS = {"CHATOPS_LEASE_SECONDS": "60"}
+
+
+def unanswered_turns(db: sa.Engine) -> int:
+    """Turns still running or waiting: conversations with a held lease plus messages not done yet."""
+    m = inbound_messages.c
+    with db.connect() as connection:
+        waiting = connection.execute(sa.select(sa.func.count()).where(m.status != "done")).scalar_one()
+    return held_leases(db) + int(waiting)
 
 
 def welcomed(meta: Meta, db: sa.Engine, server: ServeProcess, users: list[str]) -> None:
@@ -100,7 +109,14 @@ def test_sigkill_during_slow_sends_is_sent_within_the_lease_after_a_restart(
         fakes.graph.latency = 5.0  # the sender's 4 threads are in Graph calls at the kill
         for u in users:
             meta.deliver(f"wamid.S-{u}", message("hello", wa_id=u, message_id=f"wamid.S-{u}"))
-        wait_for(lambda: sending_rows(db) >= 4, timeout=15, what="sends in flight", server=first)
+        # Every turn done and released first: on a busy host a worker could still hold a conversation at the
+        # kill, and this test is about the sends.
+        wait_for(
+            lambda: sending_rows(db) >= 4 and not unanswered_turns(db),
+            timeout=15,
+            what="sends in flight and no turn in progress",
+            server=first,
+        )
         first.kill()
         in_flight = sending_rows(db)
         fakes.graph.latency = 0.0
