@@ -150,6 +150,7 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
 def _register() -> None:
     from chatops.cli.audit import audit_command
     from chatops.cli.conversations import conversations_app
+    from chatops.cli.doctor import doctor_command
     from chatops.cli.export import export_command
     from chatops.cli.forget import forget_command
     from chatops.cli.keys import keys_app
@@ -169,6 +170,7 @@ def _register() -> None:
     app.command("prune")(prune_command)
     app.command("forget")(forget_command)
     app.command("audit")(audit_command)
+    app.command("doctor")(doctor_command)
     app.add_typer(keys_app)
     app.add_typer(conversations_app)
     app.command("test")(conversation_tests_command)

@@ -1,7 +1,8 @@
 """A loopback fake of the Graph API's send endpoints, speaking Meta's wire format.
 
 It answers ``POST /{phone_number_id}/messages`` (WhatsApp sends and mark-as-read) and ``POST /me/messages``
-(Messenger sends and sender actions) with the bodies Meta returns, a fresh message id each time; any
+(Messenger sends and sender actions) with the bodies Meta returns, a fresh message id each time, and
+``GET /{node}`` (``/me``, ``/{phone_number_id}``: the cheap token check of ``chatops doctor``) with the node's id; any
 ``/vNN.N`` version prefix is accepted. Every request is recorded. Replies can be scripted, in order, one per
 request: a Graph error body with an HTTP status, a delay (to trigger client timeouts), or a dropped connection.
 
@@ -129,6 +130,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests read fake.requests instead
+
+    def do_GET(self) -> None:
+        fake = self.server.fake
+        split = urlsplit(self.path)
+        query = dict(parse_qsl(split.query))
+        path = _VERSION_PREFIX.sub("", split.path)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        reply = fake._record(RecordedRequest("GET", path, query, headers, None))
+        if fake.latency or reply.delay:
+            fake._sleep(fake.latency + reply.delay)
+        if reply.drop:
+            self.close_connection = True
+            return
+        if reply.error_code is not None:
+            self._send_error(reply.status, reply.error_code, reply.message, reply)
+            return
+        given = headers.get("authorization", "").removeprefix("Bearer ") or query.get("access_token", "")
+        if not given or (fake.token is not None and given != fake.token):
+            self._send_error(401, 190, "Error validating access token: Session has expired.", Reply(error_subcode=463))
+            return
+        node = path.strip("/")
+        if not re.fullmatch(r"[^/]+", node):
+            self._send_error(400, 100, "Unsupported get request.", Reply())
+            return
+        # /me with a page token is the page; a phone number id is that number (Meta adds the fields asked for).
+        self._send_json(200, {"id": "1234567890" if node == "me" else node, "name": "Fake node"}, reply.headers)
 
     def do_POST(self) -> None:
         fake = self.server.fake

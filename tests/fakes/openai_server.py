@@ -105,8 +105,10 @@ class FakeOpenAI(LoopbackFake[RecordedRequest, Scripted]):
         port: int = 0,
         latency_ms: float = 0.0,
         responder: Callable[[dict[str, Any]], Scripted] | None = None,
+        models: frozenset[str] | None = None,
     ) -> None:
         super().__init__()
+        self.models = models  # what GET /v1/models/{id} knows (None: any id); the others are 404 model_not_found
         self.latency = latency_ms / 1000.0
         self.responder = responder or default_response
         self._ids = itertools.count(1)
@@ -198,7 +200,20 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self._send(200, fake._completion(body, action.text, action.finish_reason, action.model))
 
         def do_GET(self) -> None:
-            self._send_error(HTTPError(404, f"Invalid URL (GET {self.path})", "invalid_request_error"))
+            path = self.path.split("?", 1)[0]
+            model = path.removeprefix("/v1").removeprefix("/models/") if "/models/" in path else None
+            if not model:
+                self._send_error(HTTPError(404, f"Invalid URL (GET {self.path})", "invalid_request_error"))
+                return
+            if not self.headers.get("Authorization", "").removeprefix("Bearer "):
+                self._send_error(HTTPError(401, "You didn't provide an API key.", "invalid_request_error"))
+                return
+            if fake.models is not None and model not in fake.models:
+                message = f"The model '{model}' does not exist or you do not have access to it."
+                self._send_error(HTTPError(404, message, "invalid_request_error", code="model_not_found"))
+                return
+            body = {"id": model, "object": "model", "created": 1700000000, "owned_by": "fake"}
+            self._send(200, json.dumps(body).encode())
 
         def _send_error(self, error: HTTPError) -> None:
             payload = {"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}}
