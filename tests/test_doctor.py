@@ -119,7 +119,8 @@ def test_the_table_says_what_failed_and_what_to_do(configured: str, monkeypatch:
     failing = [line.split() for line in lines if line.startswith("FAIL")]
     assert [words[1:3] for words in failing] == [["whatsapp", "token"]]
     index = next(i for i, line in enumerate(lines) if line.startswith("FAIL"))
-    assert "refused: Error validating access token" in lines[index] and "(code 190)" in lines[index]
+    assert "refused: Error validating access token" in lines[index]
+    assert "(code 190)" in lines[index]
     assert "hint: make a long-lived system-user token" in lines[index + 1]
     assert "expired-token" not in result.stdout
     assert lines[-1].endswith("1 fail")
