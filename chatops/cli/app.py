@@ -149,6 +149,7 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
 
 def _register() -> None:
     from chatops.cli.audit import audit_command
+    from chatops.cli.backup import backup_command
     from chatops.cli.conversations import conversations_app
     from chatops.cli.doctor import doctor_command
     from chatops.cli.export import export_command
@@ -171,6 +172,7 @@ def _register() -> None:
     app.command("forget")(forget_command)
     app.command("audit")(audit_command)
     app.command("doctor")(doctor_command)
+    app.command("backup")(backup_command)
     app.add_typer(keys_app)
     app.add_typer(conversations_app)
     app.command("test")(conversation_tests_command)
