@@ -6,13 +6,16 @@ where the database takes one) holds conversations on WhatsApp and Messenger thro
 OpenAI SDK, and walks the error paths: bad and missing signatures, a wrong verify token, a body that is not JSON,
 /metrics without its token, a provider answering 500, the AI failing, and the fake Graph API refusing sends
 (transient, permanent, a dropped connection, an expired token). Then every line the process wrote and every
-HTTP error answer it gave are searched for each secret and each full phone number.
+HTTP error answer it gave are searched for each secret and each full phone number. The run logs as JSON
+(``--log-format json``): every log line must be one JSON object, and the lines about a conversation's turn or send
+name its ``conversation_id``; a webhook's lines name the ``request_id`` nginx sent.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -185,6 +188,7 @@ def test_a_full_run_leaks_no_secret_and_no_phone_number(
         **SECRETS,
         "CHATOPS_DATABASE_URL": with_password(database_url),
         "CHATOPS_LOG_LEVEL": "DEBUG",
+        "CHATOPS_LOG_FORMAT": "json",
         "CHATOPS_GRAPH_API_URL": graph.graph_api_url,
         "CHATOPS_GRAPH_TIMEOUT": "2",
         "OPENAI_BASE_URL": openai.base_url,
@@ -221,6 +225,14 @@ def test_a_full_run_leaks_no_secret_and_no_phone_number(
         for r in messenger_sends
     )
     assert sorted(r.status_code for r in meta.errors) == [400, 401, 401, 403, 403, 403, 403]
+    lines = json_log_lines(log)
+    turns = [line for line in lines if str(line["message"]).startswith("turn of conversation")]
+    assert len(turns) >= 5
+    assert all(line["message"].startswith(f"turn of conversation {line['conversation_id']} ") for line in turns)
+    sends = [line for line in lines if "Graph API POST" in str(line["message"])]
+    assert sends
+    assert all(isinstance(line.get("conversation_id"), int) for line in sends)
+    assert all(r.headers.get("x-request-id") for r in meta.errors)  # every answer names its request
 
     answers = "\n".join(
         f"{r.status_code} {r.headers} {r.text}" for r in meta.errors
@@ -229,6 +241,19 @@ def test_a_full_run_leaks_no_secret_and_no_phone_number(
     for what, value in private.items():
         assert value not in log, f"{what} in the server log: {_around(log, value)}"
         assert value not in answers, f"{what} in an HTTP error answer: {_around(answers, value)}"
+
+
+def json_log_lines(log: str) -> list[dict[str, Any]]:
+    """Every log line of the run, parsed: all of them JSON objects (the banner, printed for a person, is not a log
+    line)."""
+    lines = []
+    for text in log.splitlines():
+        if text.startswith("{"):
+            lines.append(json.loads(text))
+        else:
+            assert not re.match(r"\S+ \S+ (DEBUG|INFO|WARNING|ERROR) ", text), f"a text log line: {text}"
+    assert len(lines) >= 10
+    return lines
 
 
 def run_conversations(meta: Meta, graph: FakeGraphAPI, openai: FakeOpenAI, db: sa.Engine, server: Any) -> None:

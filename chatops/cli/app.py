@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 GLOBAL_OPTIONS_PANEL = "Global options (also accepted before the command)"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 def _also_on_commands(param: Any) -> Any:
@@ -114,6 +115,15 @@ def main_options(
             help="Log level, any case (default: $CHATOPS_LOG_LEVEL or INFO).",
         ),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            parser=choice_parser(LOG_FORMATS),
+            metavar=choice_metavar(LOG_FORMATS),
+            help="Log lines as text or one JSON object per line (default: $CHATOPS_LOG_FORMAT or text).",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -123,7 +133,7 @@ def main_options(
     Settings come from CHATOPS_* environment variables (or .env); these options override them. They may also be
     given after the command, where they win over the same option given before it.
     """
-    ctx.obj = {"stages": stages, "database_url": database_url, "log_level": log_level}
+    ctx.obj = {"stages": stages, "database_url": database_url, "log_level": log_level, "log_format": log_format}
 
 
 def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **overrides: Any) -> Settings:
@@ -142,8 +152,8 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
     for warning in configuration_warnings():
         output.warning(warning)
     labels = {name: "--" + name.replace("_", "-") for name in given}  # every override comes from a flag
-    settings = load_settings(uses=uses, labels=labels, **given)
-    configure_logging(settings.log_level)
+    settings = load_settings(uses=None if uses is None else (*uses, "log_format"), labels=labels, **given)
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     stages: Path = Path("stages.yaml")
     templates: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     whatsapp_app_secret: SecretStr | None = None
     whatsapp_verify_token: SecretStr | None = None

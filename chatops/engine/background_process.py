@@ -44,7 +44,7 @@ def run(job: Job) -> None:
     from chatops.engine.runtime import Background
     from chatops.logs import configure_logging
 
-    configure_logging(job.settings.log_level)
+    configure_logging(job.settings.log_level, job.settings.log_format)
     bot = load_bot(job.settings.stages, templates_dir=job.settings.templates)
     db = create_db_engine(job.settings.database_url, pool_size=job.workers + 4)
     background = Background(job.settings, bot, db, workers=job.workers, clock=_utc_now)

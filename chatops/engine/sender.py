@@ -55,6 +55,7 @@ from chatops.engine.leases import LeaseKeeper
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.engine.window import UNRENDERED_PARAMS, window_message
 from chatops.errors import ChannelError, ChatopsError, ConfigError, GraphAPIError, StorageError, UnstorableError
+from chatops.logs import log_context
 from chatops.text import clean_text
 
 logger = logging.getLogger(__name__)
@@ -304,21 +305,22 @@ class OutboxSender:
         and re-raises a BaseException that is not an Exception after recording the attempt.
         """
         self.heartbeat.beat(within=self._stuck_after)
-        try:
-            self._deliver_row(row)
-        except sa.exc.SQLAlchemyError as exc:
-            error = storage_error(self._engine, exc)
-            if not isinstance(error, UnstorableError):
-                raise error from None
-            self._unexpected(row, error)
-        except Exception as exc:
-            self._unexpected(row, exc)
-        except BaseException as exc:  # SystemExit/KeyboardInterrupt: record the attempt, then end as asked
-            self._unexpected(row, exc)
-            raise
-        finally:
-            if self._leases is not None:  # a row left `sending` now runs out of lease and is sent again
-                self._leases.let_go_send(row.id)
+        with log_context(conversation_id=row.conversation_id):  # every line of the send names its conversation
+            try:
+                self._deliver_row(row)
+            except sa.exc.SQLAlchemyError as exc:
+                error = storage_error(self._engine, exc)
+                if not isinstance(error, UnstorableError):
+                    raise error from None
+                self._unexpected(row, error)
+            except Exception as exc:
+                self._unexpected(row, exc)
+            except BaseException as exc:  # SystemExit/KeyboardInterrupt: record the attempt, then end as asked
+                self._unexpected(row, exc)
+                raise
+            finally:
+                if self._leases is not None:  # a row left `sending` now runs out of lease and is sent again
+                    self._leases.let_go_send(row.id)
 
     def _unexpected(self, row: OutboundRow, exc: BaseException) -> None:
         """A data error fails the row at once; anything else uses up an attempt (retried, then failed)."""

@@ -44,6 +44,7 @@ from chatops.engine.leases import LeaseKeeper
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.engine.turn import FALLBACK_ERROR_TEXT, BotRuntime, handle_turn, user_text_of
 from chatops.errors import StorageError
+from chatops.logs import log_context
 from chatops.text import clean_text
 
 log = logging.getLogger(__name__)
@@ -106,14 +107,15 @@ class Worker:
             self.leases.hold_turn(conversation.id, self.name, self.heartbeat)
             if conversation.taken_over:
                 self.leases.recovered("turn", "expired", 1)
-        try:
-            self._turn(conversation)
-        except LeaseLost as exc:
-            log.warning("%s", exc)
-        finally:
-            if self.leases is not None:
-                self.leases.let_go_turn(conversation.id)
-            self._release(conversation)
+        with log_context(conversation_id=conversation.id):  # every line of the turn names its conversation
+            try:
+                self._turn(conversation)
+            except LeaseLost as exc:
+                log.warning("%s", exc)
+            finally:
+                if self.leases is not None:
+                    self.leases.let_go_turn(conversation.id)
+                self._release(conversation)
         return True
 
     def run(self, stop: threading.Event, *, idle_wait: float = 0.2) -> None:

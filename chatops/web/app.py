@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
-from chatops.web import errors, webhooks
+from chatops.web import errors, request_ids, webhooks
 from chatops.web.health import health
 from chatops.web.metrics import Metrics, metrics
 from chatops.web.state import EXTENSION, WebState, utc_now
@@ -54,6 +54,7 @@ def create_app(
     app.register_blueprint(metrics)
     api.init_app(app)
     webhooks.init_app(app, state, store=_webhook_store(state))
+    request_ids.init_app(app)  # last: outside the webhook fast path too
     return app
 
 

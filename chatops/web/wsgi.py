@@ -22,7 +22,7 @@ def create_app() -> Flask:
     from chatops.web.app import create_app as create_flask_app
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     bot = load_bot(settings.stages, templates_dir=settings.templates)
     db = create_db_engine(settings.database_url)
     check_connection(db)
