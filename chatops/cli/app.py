@@ -144,6 +144,7 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
     format, library loggers, URL redaction). Raises ConfigError (exit 2) for a malformed value.
     """
     from chatops.config.settings import configuration_warnings, load_settings
+    from chatops.error_tracking import init_error_tracking
     from chatops.logs import configure_logging
 
     root = ctx.find_root()
@@ -154,6 +155,7 @@ def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **
     labels = {name: "--" + name.replace("_", "-") for name in given}  # every override comes from a flag
     settings = load_settings(uses=None if uses is None else (*uses, "log_format"), labels=labels, **given)
     configure_logging(settings.log_level, settings.log_format)
+    init_error_tracking(settings)
     return settings
 
 

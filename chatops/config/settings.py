@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     )
 
     metrics_token: SecretStr | None = None
+    sentry_dsn: SecretStr | None = None  # error tracking (chatops[sentry]); unset: off
     rate_limit_storage: str = "memory://"
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)  # reverse proxies whose X-Forwarded-For is believed
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)

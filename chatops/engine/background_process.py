@@ -42,9 +42,11 @@ def run(job: Job) -> None:
     from chatops.config.bot import load_bot
     from chatops.db.connect import create_db_engine
     from chatops.engine.runtime import Background
+    from chatops.error_tracking import init_error_tracking
     from chatops.logs import configure_logging
 
     configure_logging(job.settings.log_level, job.settings.log_format)
+    init_error_tracking(job.settings)
     bot = load_bot(job.settings.stages, templates_dir=job.settings.templates)
     db = create_db_engine(job.settings.database_url, pool_size=job.workers + 4)
     background = Background(job.settings, bot, db, workers=job.workers, clock=_utc_now)

@@ -18,11 +18,13 @@ def create_app() -> Flask:
     from chatops.config.settings import load_settings
     from chatops.db.connect import check_connection, create_db_engine
     from chatops.db.migrate import ensure_schema_current
+    from chatops.error_tracking import init_error_tracking
     from chatops.logs import configure_logging
     from chatops.web.app import create_app as create_flask_app
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    init_error_tracking(settings)
     bot = load_bot(settings.stages, templates_dir=settings.templates)
     db = create_db_engine(settings.database_url)
     check_connection(db)
