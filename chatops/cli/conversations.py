@@ -121,3 +121,87 @@ def _message_line(message: dict[str, Any]) -> str:
     arrow = "←" if message["direction"] == "in" else "→"
     text = (message["text"] or f"[{message['kind']}]").replace("\n", " ⏎ ")
     return f"{_time(message['at'])} {arrow} {who}: {text}  [{status}]"
+
+
+def _operator() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _audit(engine: sa.Engine, action: str, conversation_id: int, **details: Any) -> None:
+    from chatops.db import audit
+
+    audit.record(
+        engine,
+        actor=_operator(),
+        action=action,
+        target=f"conversation:{conversation_id}",
+        outcome="ok",
+        now=datetime.now(UTC),
+        details=details or None,
+    )
+
+
+@conversations_app.command("reply")
+def reply_command(
+    ctx: typer.Context,
+    conversation_id: Annotated[int, typer.Argument(help="The conversation's id.")],
+    text: Annotated[str | None, typer.Argument(help="The message (within 24 hours of the user's last one).")] = None,
+    template: Annotated[
+        bool, typer.Option("--template", help="Send the bot's whatsapp_template instead (outside the window).")
+    ] = False,
+) -> None:
+    """Send an operator message to the user through the outbox; the bot stops answering until hand-back.
+
+    Example: chatops conversations reply 42 "Hi Ada, I have refunded your order."
+    """
+    from chatops.config.bot import load_bot
+    from chatops.engine.handoff import send_operator_message
+
+    settings, engine = _setup(ctx, bot=True)
+    bot = load_bot(settings.stages, templates_dir=settings.templates_dir)
+    outbound_id = send_operator_message(
+        engine, bot, conversation_id, operator=_operator(), now=datetime.now(UTC), text=text, template=template
+    )
+    _audit(engine, "conversations.reply", conversation_id, template=template)
+    output.info(f"Queued message {outbound_id} to conversation {conversation_id}; the sender delivers it.")
+
+
+@conversations_app.command("pause")
+def pause_command(
+    ctx: typer.Context, conversation_id: Annotated[int, typer.Argument(help="The conversation's id.")]
+) -> None:
+    """Stop the bot for one conversation: its messages are stored, not answered, until hand-back.
+
+    Example: chatops conversations pause 42
+    """
+    from chatops.engine.handoff import pause
+
+    _, engine = _setup(ctx)
+    pause(engine, conversation_id, now=datetime.now(UTC))
+    _audit(engine, "conversations.pause", conversation_id)
+    output.info(f"Paused the bot for conversation {conversation_id}.")
+
+
+@conversations_app.command("handback")
+def handback_command(
+    ctx: typer.Context,
+    conversation_id: Annotated[int, typer.Argument(help="The conversation's id.")],
+    stage: Annotated[str | None, typer.Option("--stage", help="Where the bot resumes (default: the start).")] = None,
+) -> None:
+    """Give a conversation back to the bot; messages that arrived meanwhile are skipped, not answered at once.
+
+    Example: chatops conversations handback 42 --stage triage
+    """
+    from chatops.config.bot import load_bot
+    from chatops.engine.handoff import hand_back
+
+    settings, engine = _setup(ctx, bot=True)
+    bot = load_bot(settings.stages, templates_dir=settings.templates_dir)
+    done = hand_back(engine, bot, conversation_id, now=datetime.now(UTC), stage=stage)
+    _audit(engine, "conversations.handback", conversation_id, stage=done.stage, skipped=done.skipped)
+    output.info(
+        f"Conversation {conversation_id} is back with the bot at stage {done.stage!r}; "
+        f"{done.skipped} message(s) that arrived meanwhile will not be answered."
+    )

@@ -352,6 +352,9 @@ class Stage(_Strict):
     next: str | None = None
     on_error: TemplateName | None = None
     handoff: bool = False
+    # A handoff stage: without an operator message for this long the bot takes over again at handoff_return.
+    handoff_timeout: Duration | None = None
+    handoff_return: str | None = None
     ai: AIOverrides | None = None
     providers: tuple[str, ...] | None = None
     clear: Annotated[bool | tuple[str, ...], BeforeValidator(clear_names)] = False
@@ -433,6 +436,15 @@ class Stage(_Strict):
                 at=("next",),
                 key=True,
             )
+        if not self.handoff:
+            for key in ("handoff_timeout", "handoff_return"):
+                if getattr(self, key) is not None:
+                    raise InvalidValue(
+                        f"{key} belongs to a stage with handoff: true",
+                        hint="it says when and where the bot takes a handed-off conversation back",
+                        at=(key,),
+                        key=True,
+                    )
         if not self.extract:
             for key in ("ask", "on_invalid"):
                 if getattr(self, key) is not None:
@@ -487,6 +499,7 @@ class Stage(_Strict):
     def targets(self) -> tuple[str, ...]:
         """Stages this stage can move to."""
         found = tuple(t.to for t in self.transitions) + ((self.next,) if self.next else ())
+        found += (self.handoff_return,) if self.handoff_return else ()
         return found + ((self.on_invalid,) if self.on_invalid else ())
 
     @property

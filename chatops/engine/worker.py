@@ -40,6 +40,7 @@ from chatops.db.inbox import (
     recent_turns,
     release_conversation,
 )
+from chatops.engine.handoff import expire_handoffs
 from chatops.engine.leases import LeaseKeeper
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.engine.turn import FALLBACK_ERROR_TEXT, BotRuntime, handle_turn, user_text_of
@@ -50,6 +51,7 @@ from chatops.text import clean_text
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(minutes=5)
+HANDOFF_SWEEP = timedelta(seconds=30)  # how often a worker looks for handoffs that timed out
 NOT_ANSWERED_KINDS = frozenset({"reaction"})  # stored for the record; a reaction is not a question
 
 
@@ -128,10 +130,14 @@ class Worker:
         """
         outage = Backoff()
         trouble = Backoff()
+        next_sweep = self.clock()
         while not stop.is_set():
             # Past this promise /readyz reports the thread stuck and the lease keeper stops renewing its lease.
             self.heartbeat.beat(within=self.settings.stuck_seconds)
             try:
+                if self.clock() >= next_sweep:  # handoff_timeout (chatops.engine.handoff)
+                    next_sweep = self.clock() + HANDOFF_SWEEP
+                    self._expire_handoffs()
                 busy = self.work_once()
             except StorageError as exc:
                 wait = outage.failed()
@@ -147,6 +153,11 @@ class Worker:
             if wait:
                 self.heartbeat.beat(within=wait)
                 stop.wait(wait)
+
+    def _expire_handoffs(self) -> None:
+        """Give the bot back the handed-off conversations whose stage's ``handoff_timeout`` ran out."""
+        for done in expire_handoffs(self.db, self.runtime.bot, now=self.clock()):
+            log.info("conversation %d: handoff timed out; back with the bot at %s", done.conversation_id, done.stage)
 
     def _release(self, conversation: Conversation) -> None:
         """Give the lease back; when that fails the lease runs out by itself, so the failure is only logged."""

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from chatops import __version__
 from chatops.db.api_keys import KeyNotFoundError
 from chatops.db.conversations import ConversationNotFoundError, InvalidCursorError
+from chatops.engine.handoff import WindowClosedError
 from chatops.errors import ChatopsError, StorageError
 from chatops.web import auth
 from chatops.web.api.models import ErrorBody
@@ -30,6 +31,7 @@ STATUS_OF: dict[type[ChatopsError], tuple[int, str]] = {
     ConversationNotFoundError: (404, "not_found"),
     KeyNotFoundError: (404, "not_found"),
     InvalidCursorError: (400, "invalid_cursor"),
+    WindowClosedError: (409, "window_closed"),
 }
 
 
@@ -67,12 +69,12 @@ def create_openapi_app(import_name: str) -> OpenAPI:
 
 def init_app(app: Flask) -> None:
     """Register the admin API's routes and error handling on ``app`` (made by :func:`create_openapi_app`)."""
-    from chatops.web.api import admin, conversations
+    from chatops.web.api import admin, conversations, handoff
 
     assert isinstance(app, OpenAPI)
     auth.init_app(app)
     api = APIBlueprint("api", __name__, url_prefix=PREFIX)
-    for part in (conversations.api, admin.api):
+    for part in (conversations.api, handoff.api, admin.api):
         api.register_api(part)
 
     @api.errorhandler(ChatopsError)

@@ -171,3 +171,28 @@ class AuditEntry(BaseModel):
 
 class AuditList(BaseModel):
     items: list[AuditEntry]
+
+
+# Handoff -----------------------------------------------------------------------------------------------------
+
+
+class OperatorMessage(Strict):
+    text: str | None = Field(default=None, min_length=1, max_length=4096, description="free text (within 24 hours)")
+    template: bool = Field(default=False, description="send the bot's whatsapp_template instead (any time)")
+
+
+class OperatorMessageSent(BaseModel):
+    id: int = Field(description="the outbound message's id; its delivery status shows in the conversation")
+    conversation_id: int
+    status: str
+    sent_by: str
+
+
+class HandBackRequest(Strict):
+    stage: str | None = Field(default=None, min_length=1, max_length=128, description="default: the bot's start")
+
+
+class HandBackDone(BaseModel):
+    conversation_id: int
+    stage: str
+    skipped: int = Field(description="messages that arrived while a person had it, marked skipped")
