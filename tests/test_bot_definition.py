@@ -162,7 +162,7 @@ ERRORS = [
         MINIMAL.replace("reply:", "promt: x.j2\n    reply:"),
         "stages.yaml:6:5: stages.welcome: unknown key 'promt'",
         "did you mean 'prompt'? Allowed keys: reply, prompt, buttons, list_button, transitions, next, on_error, "
-        "handoff, ai, providers, clear, set, extract, ask, max_attempts, on_invalid, "
+        "handoff, handoff_timeout, handoff_return, ai, providers, clear, set, extract, ask, max_attempts, on_invalid, "
         "reveal_phone",
         id="unknown-stage-key",
     ),
