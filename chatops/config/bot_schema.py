@@ -177,6 +177,30 @@ class AIOverrides(_Strict):
     history: int | None = Field(default=None, ge=0)
 
 
+class UserRateLimit(_Strict):
+    """``bot.rate_limit``: how many messages a user may send before the bot holds the rest back.
+
+    See chatops.engine.flood."""
+
+    messages: str = Field(description="e.g. 10/minute, 30/hour")
+    reply: str = Field(
+        default="You are sending messages faster than we can read them; please wait a moment.", min_length=1
+    )
+
+    @field_validator("messages")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise InvalidValue(
+                f"invalid rate {value!r}", hint="a count per period: 10/minute, 30/hour, 100/day"
+            ) from None
+        return value
+
+
 class BotSettings(_Strict):
     """The ``bot:`` section."""
 
@@ -187,6 +211,7 @@ class BotSettings(_Strict):
     stale_after: Duration = timedelta(hours=1)
     max_replies: int = Field(default=3, ge=1, le=10)
     business_hours: Annotated[BusinessHours | None, BeforeValidator(parse_business_hours)] = None
+    rate_limit: UserRateLimit | None = None
 
     @field_validator("timezone")
     @classmethod

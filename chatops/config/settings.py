@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None  # error tracking (chatops[sentry]); unset: off
     rate_limit_storage: str = "memory://"
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)  # reverse proxies whose X-Forwarded-For is believed
+    api_rate_limit: str = "120/minute"  # per admin API key
+    api_bad_key_limit: str = "10/minute"  # requests with a missing or wrong key, per client address
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     debounce_seconds: float = Field(default=0.0, ge=0)
     turn_max_attempts: int = Field(default=5, ge=1)
@@ -138,6 +140,14 @@ class Settings(BaseSettings):
     def _removed(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             raise ValueError(REMOVED_SETTINGS[info.field_name or ""])
+        return value
+
+    @field_validator("api_rate_limit", "api_bad_key_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # ValueError: "couldn't parse rate limit string …"
         return value
 
     @field_validator("whatsapp_phone_number_ids", mode="before")

@@ -40,6 +40,7 @@ from chatops.db.inbox import (
     recent_turns,
     release_conversation,
 )
+from chatops.engine.flood import FloodControl
 from chatops.engine.handoff import expire_handoffs
 from chatops.engine.leases import LeaseKeeper
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
@@ -90,6 +91,7 @@ class Worker:
         self.outage = outage or DatabaseOutage()
         self.leases = leases
         self.heartbeat = Heartbeat()
+        self.flood = FloodControl(settings.rate_limit_storage)  # stages.yaml bot.rate_limit
         self._unreleased: Conversation | None = None  # its release failed (database down): give it back first
 
     def work_once(self, *, only: int | None = None) -> bool:
@@ -196,6 +198,11 @@ class Worker:
         if not batch:
             if skipped:
                 self._commit(conversation, now, answered=[], skipped=skipped, turn=None)
+            return
+        admitted, slow_down = self.flood.admit(self.runtime.bot, conversation, len(batch))
+        if not admitted:  # a flood: stored, never sent to the AI; one polite reply per window
+            replies = (slow_down,) if slow_down else ()
+            self._commit(conversation, now, answered=[], skipped=skipped + batch, turn=None, replies=replies)
             return
         try:
             history = recent_turns(self.db, conversation.id, limit=max(self.runtime.bot.ai.history, 1))

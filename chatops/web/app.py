@@ -34,7 +34,9 @@ def create_app(
     """
     from chatops.db.connect import create_db_engine
     from chatops.web import api
+    from chatops.web.auth import LIMITER_EXTENSION
     from chatops.web.queue_metrics import QueueCollector
+    from chatops.web.ratelimit import ApiLimiter
 
     app = api.create_openapi_app("chatops")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -53,6 +55,9 @@ def create_app(
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     api.init_app(app)
+    app.extensions[LIMITER_EXTENSION] = ApiLimiter(
+        settings.rate_limit_storage, per_key=settings.api_rate_limit, bad_keys=settings.api_bad_key_limit
+    )
     webhooks.init_app(app, state, store=_webhook_store(state))
     request_ids.init_app(app)  # last: outside the webhook fast path too
     return app
