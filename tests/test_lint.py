@@ -326,8 +326,8 @@ def test_load_errors_are_findings() -> None:
     report = lint(BOT.replace("    reply: welcome.j2", "    reply: welcome.j2\n    promt: x"))
     assert lines(report) == [
         "stages.yaml:15:5: E200 stages.welcome: unknown key 'promt' — did you mean 'prompt'? Allowed keys: reply, "
-        "prompt, buttons, list_button, transitions, next, on_error, handoff, handoff_timeout, handoff_return, ai, providers, clear, set, extract, ask, "
-        "max_attempts, on_invalid, reveal_phone"
+        "prompt, buttons, list_button, transitions, next, on_error, handoff, handoff_timeout, handoff_return, ai, "
+        "providers, clear, set, extract, ask, max_attempts, on_invalid, reveal_phone"
     ]
     assert (report.templates, report.stages) == (0, 0)
 
