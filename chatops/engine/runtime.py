@@ -25,6 +25,7 @@ from chatops.channels.graph import GraphClient
 from chatops.config.bot_schema import BotDefinition
 from chatops.config.settings import Settings
 from chatops.engine.leases import LeaseKeeper, OnRecovered, default_instance
+from chatops.engine.reload import ReloadWatch, RuntimeHolder
 from chatops.engine.sender import OutboxSender
 from chatops.engine.supervision import RESTART_AFTER, SUPERVISE_SECONDS, DatabaseOutage, SupervisedThread
 from chatops.engine.turn import BotRuntime
@@ -96,6 +97,10 @@ class Background:
             outage=self.outage,
             on_recovered=on_recovered,
         )
+        # A bot reload (chatops.engine.reload) swaps the workers' runtime between turns.
+        self.holder = RuntimeHolder(
+            self.runtime, ReloadWatch(db, settings, baseline=True), partial(build_runtime, settings)
+        )
         self.workers = [
             Worker(
                 self.runtime,
@@ -106,6 +111,7 @@ class Background:
                 on_turn=on_turn,
                 outage=self.outage,
                 leases=self.leases,
+                runtime_source=self.holder.current,
             )
             for index in range(workers)
         ]
@@ -175,5 +181,5 @@ class Background:
             if thread.thread is not None:
                 thread.thread.join(timeout)
         self.sender.close()
-        self.runtime.variables.runner.close()
+        self.holder.close()
         self.http.close()

@@ -80,8 +80,10 @@ class Worker:
         on_turn: Callable[[str, float], None] | None = None,
         outage: DatabaseOutage | None = None,
         leases: LeaseKeeper | None = None,
+        runtime_source: Callable[[], BotRuntime] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.runtime_source = runtime_source  # after a bot reload: the new runtime (chatops.engine.reload)
         self.db = db
         self.settings = settings
         self.clock = clock
@@ -137,6 +139,8 @@ class Worker:
             # Past this promise /readyz reports the thread stuck and the lease keeper stops renewing its lease.
             self.heartbeat.beat(within=self.settings.stuck_seconds)
             try:
+                if self.runtime_source is not None:
+                    self.runtime = self.runtime_source()
                 if self.clock() >= next_sweep:  # handoff_timeout (chatops.engine.handoff)
                     next_sweep = self.clock() + HANDOFF_SWEEP
                     self._expire_handoffs()

@@ -19,11 +19,13 @@ from pydantic import ValidationError
 from chatops import __version__
 from chatops.db.api_keys import KeyNotFoundError
 from chatops.db.conversations import ConversationNotFoundError, InvalidCursorError
-from chatops.engine.handoff import WindowClosedError
-from chatops.errors import ChatopsError, StorageError
+from chatops.engine.handoff import HandoffError, WindowClosedError
+from chatops.engine.reload import ReloadWatch
+from chatops.errors import ChatopsError, StorageError, TemplateError
 from chatops.web import auth
 from chatops.web.api.models import ErrorBody
 from chatops.web.errors import error_response, storage_error_response
+from chatops.web.state import web_state
 
 PREFIX = "/api/v1"
 # Library errors the API answers with a status of their own; any other ChatopsError is a 400 with its message.
@@ -32,6 +34,8 @@ STATUS_OF: dict[type[ChatopsError], tuple[int, str]] = {
     KeyNotFoundError: (404, "not_found"),
     InvalidCursorError: (400, "invalid_cursor"),
     WindowClosedError: (409, "window_closed"),
+    HandoffError: (400, "bad_request"),
+    TemplateError: (422, "template_error"),
 }
 
 
@@ -69,13 +73,21 @@ def create_openapi_app(import_name: str) -> OpenAPI:
 
 def init_app(app: Flask) -> None:
     """Register the admin API's routes and error handling on ``app`` (made by :func:`create_openapi_app`)."""
-    from chatops.web.api import admin, conversations, handoff
+    from chatops.web.api import admin, bot, conversations, handoff
 
     assert isinstance(app, OpenAPI)
     auth.init_app(app)
     api = APIBlueprint("api", __name__, url_prefix=PREFIX)
-    for part in (conversations.api, handoff.api, admin.api):
+    for part in (conversations.api, handoff.api, bot.api, admin.api):
         api.register_api(part)
+    watch = ReloadWatch(web_state(app).db, web_state(app).settings)
+
+    @api.before_request
+    def _follow_reloads() -> None:
+        """A bot reload made by any process reaches this one at its next API call (at most one query per 2 s)."""
+        fresh = watch.poll()
+        if fresh is not None:
+            web_state(app).bot = fresh
 
     @api.errorhandler(ChatopsError)
     def _library_error(exc: ChatopsError) -> Any:

@@ -196,3 +196,65 @@ class HandBackDone(BaseModel):
     conversation_id: int
     stage: str
     skipped: int = Field(description="messages that arrived while a person had it, marked skipped")
+
+
+# Bot and stats -----------------------------------------------------------------------------------------------
+
+
+class StageInfo(BaseModel):
+    name: str
+    reply: str | None
+    prompt: str | None
+    handoff: bool
+    targets: list[str]
+
+
+class BotInfo(BaseModel):
+    name: str
+    start: str
+    version: str = Field(description="content hash of stages.yaml and the templates it uses")
+    stages: list[StageInfo]
+    templates: dict[str, str] = Field(
+        description="template file → version (short sha256 of the file on this host now; `version` is the loaded one)"
+    )
+
+
+class PreviewRequest(Strict):
+    template: str = Field(min_length=1, max_length=256, description="a file under templates/, e.g. welcome.j2")
+    variables: dict[str, Any] = Field(default_factory=dict, description="sample values: user, order, company …")
+
+
+class PreviewAnswer(BaseModel):
+    template: str
+    version: str
+    text: str
+
+
+class ReloadAnswer(BaseModel):
+    reload_id: int = Field(description="every process loads the files when it sees this id (within seconds)")
+    version: str
+
+
+class StatsQuery(Strict):
+    days: int = Field(default=7, ge=1, le=31)
+
+
+class DayStats(BaseModel):
+    date: str
+    messages_in: int
+    messages_out: int
+    turns: int
+    ai_tokens: int
+    ai_latency_ms_median: float | None
+
+
+class WaitingStats(BaseModel):
+    conversations: int = Field(description="a person has them and the user wrote last")
+    longest_seconds: float | None
+    median_seconds: float | None
+
+
+class Stats(BaseModel):
+    days: list[DayStats]
+    failures_by_error_code: dict[str, int] = Field(description="failed outbound messages by Graph error code")
+    waiting: WaitingStats

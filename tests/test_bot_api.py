@@ -1,0 +1,103 @@
+"""/api/v1/bot (definition, preview, reload in every process) and /api/v1/stats."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from chatops.db.bot_reloads import latest_reload_id
+from chatops.db.tables import outbound_messages
+from chatops.engine.reload import ReloadWatch, RuntimeHolder
+from chatops.engine.runtime import build_runtime
+from chatops.web.app import create_app
+from tests.admin import AdminHarness
+
+
+@pytest.fixture
+def admin(tmp_path: Path, database_url: str, db: sa.Engine) -> Iterator[AdminHarness]:
+    harness = AdminHarness(tmp_path, database_url, db)
+    yield harness
+    harness.runtime.variables.runner.close()
+
+
+def test_the_definition_lists_stages_and_template_versions(admin: AdminHarness) -> None:
+    bot = admin.call("GET", "/bot", role="viewer").json
+    assert bot["start"] == "welcome"
+    assert bot["version"] == admin.bot.version
+    assert {s["name"]: s["targets"] for s in bot["stages"]}["welcome"] == ["menu"]
+    assert len(bot["templates"]["welcome.j2"]) == 12
+
+
+def test_a_template_preview_renders_with_sample_variables(admin: AdminHarness) -> None:
+    answer = admin.call(
+        "POST",
+        "/bot/preview",
+        role="viewer",
+        json={"template": "welcome.j2", "variables": {"user": {"name": "Grace"}, "message": {"kind": "text"}}},
+    )
+    assert answer.status_code == 200, answer.json
+    assert answer.json["text"] == "Hi Grace! Welcome to Test Shop. You sent a text."
+    missing = admin.call("POST", "/bot/preview", role="viewer", json={"template": "welcome.j2"})
+    assert missing.status_code == 422
+    assert missing.json["error"]["code"] == "template_error"
+    assert "user" in missing.json["error"]["message"]
+
+
+def test_a_good_reload_reaches_every_process_and_a_bad_one_none(admin: AdminHarness, db: sa.Engine) -> None:
+    other = create_app(admin.settings, admin.bot, db=db, clock=admin.clock).test_client()  # a second web process
+    headers = {"Authorization": f"Bearer {admin.keys['viewer']}"}
+    holder = RuntimeHolder(
+        admin.runtime, ReloadWatch(db, admin.settings, baseline=True), lambda bot: build_runtime(admin.settings, bot)
+    )
+    worker = admin.worker()
+    worker.runtime_source = holder.current
+    assert other.get("/api/v1/bot", headers=headers).status_code == 200  # its baseline
+    before = other.get("/api/v1/bot", headers=headers).json["templates"]["welcome.j2"]
+
+    welcome = admin.bot.path.parent / "templates" / "welcome.j2"
+    welcome.write_text("Hello {{ user.name or 'there' }}, this is {{ company }} v2.")
+    reloaded = admin.call("POST", "/bot/reload")
+    assert reloaded.status_code == 200, reloaded.json
+    assert reloaded.json["reload_id"] == latest_reload_id(db) == 1
+    time.sleep(2.1)  # the other process looks at most every 2 seconds
+    after = other.get("/api/v1/bot", headers=headers).json["templates"]["welcome.j2"]
+    assert after != before
+    worker.runtime = worker.runtime_source()
+    admin.send("hello")
+    admin.drain(worker)
+    assert admin.rows(outbound_messages, "body")[-1][0]["text"] == "Hello Ada, this is Test Shop v2."
+
+    welcome.write_text("Hello {{ customer_number }}")  # no such variable: the linter refuses it
+    refused = admin.call("POST", "/bot/reload")
+    assert refused.status_code == 422
+    assert refused.json["error"]["code"] == "bot_invalid"
+    assert "welcome.j2" in refused.json["error"]["message"]
+    assert "customer_number" in refused.json["error"]["message"]
+    assert latest_reload_id(db) == 1  # no process is told to load it
+    time.sleep(2.1)
+    assert other.get("/api/v1/bot", headers=headers).json["version"] == reloaded.json["version"]
+    assert admin.call("GET", "/audit").json["items"][0]["outcome"] == "rejected"
+    holder.close()
+
+
+def test_stats_per_day_failures_and_waiting(admin: AdminHarness) -> None:
+    admin.send("hello")
+    admin.drain()
+    admin.send("I need a human")
+    admin.drain()
+    with admin.db.begin() as connection:
+        connection.execute(
+            sa.update(outbound_messages).where(outbound_messages.c.id == 1).values(status="failed", error_code=131047)
+        )
+    admin.clock.advance(600)
+    stats = admin.call("GET", "/stats", role="viewer", query_string={"days": 2}).json
+    today = stats["days"][-1]
+    assert (today["messages_in"], today["messages_out"], today["turns"]) == (2, 2, 2)
+    assert stats["days"][0]["messages_in"] == 0
+    assert stats["failures_by_error_code"] == {"131047": 1}
+    assert stats["waiting"]["conversations"] == 1
+    assert stats["waiting"]["longest_seconds"] == 600
