@@ -237,6 +237,8 @@ def test_errors_have_one_shape(admin: AdminHarness) -> None:
     bad_body = admin.call("POST", "/keys", json={"name": "x", "role": "root"})
     assert bad_body.status_code == 422
     assert bad_body.json["error"]["fields"][0]["field"] == "role"
+    too_big = admin.call("GET", f"/conversations/{2**63}")  # past a BIGINT: was a 500 (OverflowError on SQLite)
+    assert (too_big.status_code, too_big.json["error"]["fields"][0]["field"]) == (422, "conversation_id")
     cursor = admin.call("GET", "/conversations", query_string={"cursor": "nonsense"})
     assert (cursor.status_code, cursor.json["error"]["code"]) == (400, "invalid_cursor")
 

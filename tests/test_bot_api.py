@@ -41,6 +41,8 @@ def test_a_template_preview_renders_with_sample_variables(admin: AdminHarness) -
     )
     assert answer.status_code == 200, answer.json
     assert answer.json["text"] == "Hi Grace! Welcome to Test Shop. You sent a text."
+    outside = admin.call("POST", "/bot/preview", role="viewer", json={"template": "../stages.yaml"})
+    assert outside.status_code == 404  # only the bot's own templates ("/" was a 500)
     missing = admin.call("POST", "/bot/preview", role="viewer", json={"template": "welcome.j2"})
     assert missing.status_code == 422
     assert missing.json["error"]["code"] == "template_error"

@@ -36,8 +36,15 @@ def bot_view() -> Response:
 
 @operation(api, "post", "/bot/preview", Role.VIEWER, answer=models.PreviewAnswer)
 def preview_view(body: models.PreviewRequest) -> Response:
-    """Render a template with sample variables (strict: an undefined variable is an error)."""
+    """Render one of the bot's templates with sample variables (strict: an undefined variable is an error)."""
     bot = web_state(current_app).bot
+    if body.template not in bot.template_files:  # never a path of the caller's choosing ("/" was a 500)
+        raise ApiError(
+            404,
+            "not_found",
+            f"no template {body.template!r} in this bot",
+            hint=f"one of: {', '.join(bot.template_files)}",
+        )
     rendered = TemplateStore(bot.templates_dir).render(body.template, {**bot.variables, **body.variables})
     answer = models.PreviewAnswer(template=rendered.template, version=rendered.version, text=rendered.text)
     return jsonify(answer.model_dump(mode="json"))

@@ -51,8 +51,11 @@ class ConversationQuery(Strict):
     cursor: str | None = Field(default=None, max_length=200, description="next_cursor of the previous page")
 
 
+MAX_ID = 2**63 - 1  # a BIGINT; a larger id made the SQLite driver raise OverflowError (a 500; schemathesis found it)
+
+
 class ConversationPath(Strict):
-    conversation_id: int = Field(ge=1)
+    conversation_id: int = Field(ge=1, le=MAX_ID)
 
 
 class ConversationSummary(BaseModel):
@@ -153,7 +156,7 @@ class KeySecret(BaseModel):
 
 class AuditQuery(Strict):
     limit: int = Field(default=50, ge=1, le=500)
-    before: int | None = Field(default=None, ge=1, description="id of the last entry of the previous page")
+    before: int | None = Field(default=None, ge=1, le=MAX_ID, description="id of the last entry of the previous page")
     actor: str | None = Field(default=None, max_length=128)
     action: str | None = Field(default=None, max_length=64)
 

@@ -20,11 +20,13 @@ from chatops.web.auth import Role, requires
 F = TypeVar("F", bound=Callable[..., Any])
 
 ERRORS: dict[int, type[BaseModel]] = {
+    400: ErrorBody,
     401: ErrorBody,
     403: ErrorBody,
     404: ErrorBody,
     422: ErrorBody,
     429: ErrorBody,
+    503: ErrorBody,
 }
 
 
