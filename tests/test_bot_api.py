@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
+from chatops.db.api_keys import create_key
 from chatops.db.bot_reloads import latest_reload_id
 from chatops.db.tables import outbound_messages
 from chatops.engine.reload import ReloadWatch, RuntimeHolder
 from chatops.engine.runtime import build_runtime
 from chatops.web.app import create_app
 from tests.admin import AdminHarness
+from tests.test_server_process import ServeProcess, bot_dir, fakes, serve  # noqa: F401
 
 
 @pytest.fixture
@@ -103,3 +107,39 @@ def test_stats_per_day_failures_and_waiting(admin: AdminHarness) -> None:
     assert stats["failures_by_error_code"] == {"131047": 1}
     assert stats["waiting"]["conversations"] == 1
     assert stats["waiting"]["longest_seconds"] == 600
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_reload_in_two_server_processes_good_then_bad(
+    serve: Callable[..., ServeProcess],  # noqa: F811
+    bot_dir: Path,  # noqa: F811
+    database_url: str,
+    db: sa.Engine,
+) -> None:
+    key = create_key(db, name="reloader", role="admin", now=datetime.now(UTC)).secret
+    first, second = serve(database_url), serve(database_url)
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+
+        def version(server: ServeProcess) -> str:
+            return str(client.get(f"{server.url}/api/v1/bot").json()["version"])
+
+        before = version(first)
+        assert version(second) == before
+        welcome = bot_dir / "templates" / "welcome.j2"
+        welcome.write_text(welcome.read_text() + "\n{# reloaded #}\n")
+        reloaded = client.post(f"{first.url}/api/v1/bot/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        after = reloaded.json()["version"]
+        assert after != before
+        deadline = time.monotonic() + 10
+        while version(second) != after and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert version(second) == after
+
+        welcome.write_text("{{ no_such_variable }}")
+        refused = client.post(f"{second.url}/api/v1/bot/reload")
+        assert refused.status_code == 422
+        assert "no_such_variable" in refused.json()["error"]["message"]
+        time.sleep(2.5)
+        assert (version(first), version(second)) == (after, after)

@@ -23,3 +23,11 @@ def latest_reload_id(db: sa.Engine) -> int:
     """The newest reload's id (0 when there was none)."""
     with db.connect() as connection:
         return int(connection.execute(sa.select(sa.func.coalesce(sa.func.max(bot_reloads.c.id), 0))).scalar_one())
+
+
+def reload_version(db: sa.Engine, reload_id: int) -> str | None:
+    """The definition version recorded with reload ``reload_id``."""
+    with db.connect() as connection:
+        return connection.execute(
+            sa.select(bot_reloads.c.version).where(bot_reloads.c.id == reload_id)
+        ).scalar_one_or_none()

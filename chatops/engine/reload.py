@@ -4,7 +4,8 @@
 linter's messages) and every process keeps the definition it has. An accepted reload appends a row to
 ``bot_reloads``; every process (web and worker) watches the newest id (:class:`ReloadWatch`, at most one small
 query every few seconds) and, when it moves, loads the files from its own disk — so every host must have the same
-files before the reload is triggered. A process whose files fail to load keeps its old definition and logs why.
+files before the reload is triggered. A process whose files fail to load, or differ from the version the reload
+accepted, keeps its old definition and logs why.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from chatops.config.bot import load_bot
 from chatops.config.bot_schema import BotDefinition
 from chatops.config.settings import Settings
-from chatops.db.bot_reloads import latest_reload_id, record_reload
+from chatops.db.bot_reloads import latest_reload_id, record_reload, reload_version
 from chatops.engine.turn import BotRuntime
 from chatops.errors import ChatopsError
 from chatops.templating.lint import lint_bot
@@ -103,6 +104,17 @@ class ReloadWatch:
             bot = load_bot(self.settings.stages, templates_dir=self.settings.templates_dir)
         except ChatopsError as exc:
             log.error("bot reload %d: this process keeps its definition: %s", latest, exc.message)
+            return None
+        accepted = reload_version(self.db, latest)
+        if accepted not in (None, bot.version):
+            # The files changed again after the reload was accepted (perhaps to something the linter refused).
+            log.error(
+                "bot reload %d: the files on this host are version %s, the reload accepted %s; this process keeps "
+                "its definition (copy the accepted files here, then reload again)",
+                latest,
+                bot.version,
+                accepted,
+            )
             return None
         log.info("bot reload %d: loaded %s (version %s)", latest, self.settings.stages, bot.version)
         return bot

@@ -28,6 +28,7 @@ from chatops.web.errors import error_response, storage_error_response
 from chatops.web.state import web_state
 
 PREFIX = "/api/v1"
+RELOAD_WATCH = "chatops.reload_watch"
 # Library errors the API answers with a status of their own; any other ChatopsError is a 400 with its message.
 STATUS_OF: dict[type[ChatopsError], tuple[int, str]] = {
     ConversationNotFoundError: (404, "not_found"),
@@ -80,7 +81,7 @@ def init_app(app: Flask) -> None:
     api = APIBlueprint("api", __name__, url_prefix=PREFIX)
     for part in (conversations.api, handoff.api, bot.api, admin.api):
         api.register_api(part)
-    watch = ReloadWatch(web_state(app).db, web_state(app).settings)
+    watch = app.extensions[RELOAD_WATCH] = ReloadWatch(web_state(app).db, web_state(app).settings)
 
     @api.before_request
     def _follow_reloads() -> None:

@@ -8,7 +8,7 @@ from flask_openapi3.blueprint import APIBlueprint
 from chatops.db.stats import collect_stats
 from chatops.engine.reload import BotReloadRejected, reload_bot
 from chatops.templating.store import TemplateStore
-from chatops.web.api import models
+from chatops.web.api import RELOAD_WATCH, models
 from chatops.web.api.routes import operation
 from chatops.web.auth import ApiError, Role, audit_details, current_caller
 from chatops.web.state import web_state
@@ -64,6 +64,7 @@ def reload_view() -> Response:
         audit_details(problems=exc.problems[:20])
         raise ApiError(422, "bot_invalid", f"{exc.message}: {exc.problems[0]}", hint=exc.hint) from None
     state.bot = done.bot
+    current_app.extensions[RELOAD_WATCH].seen = done.reload_id  # this process has it already
     audit_details(version=done.bot.version)
     return jsonify(models.ReloadAnswer(reload_id=done.reload_id, version=done.bot.version).model_dump(mode="json"))
 
