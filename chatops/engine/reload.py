@@ -86,7 +86,12 @@ class ReloadWatch:
         self._next = 0.0
         # The reload this process's definition reflects. None: take the first poll's answer as the baseline (an app
         # factory must not query a database it may never open).
-        self.seen: int | None = latest_reload_id(db) if baseline else None
+        self.seen: int | None = None
+        if baseline:
+            try:
+                self.seen = latest_reload_id(db)
+            except Exception:  # the database is not there yet (an outage at start): the first poll sets it
+                log.debug("bot reload baseline deferred: the database is unavailable")
 
     def poll(self) -> BotDefinition | None:
         """A newly loaded bot, or None (nothing new, not time to look yet, or the files failed: logged)."""
@@ -95,7 +100,10 @@ class ReloadWatch:
             if now < self._next:
                 return None
             self._next = now + self.interval
-            latest = latest_reload_id(self.db)
+            try:
+                latest = latest_reload_id(self.db)
+            except Exception:  # an outage: the worker and the web app report it; look again next time
+                return None
             if self.seen is None or latest <= self.seen:
                 self.seen = max(latest, self.seen or 0)
                 return None

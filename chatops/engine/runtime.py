@@ -98,9 +98,7 @@ class Background:
             on_recovered=on_recovered,
         )
         # A bot reload (chatops.engine.reload) swaps the workers' runtime between turns.
-        self.holder = RuntimeHolder(
-            self.runtime, ReloadWatch(db, settings, baseline=True), partial(build_runtime, settings)
-        )
+        self.holder = RuntimeHolder(self.runtime, ReloadWatch(db, settings), partial(build_runtime, settings))
         self.workers = [
             Worker(
                 self.runtime,

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from chatops.channels.events import OutboundMessage
 from chatops.config.settings import Settings
+from chatops.db.connect import storage_errors
 from chatops.db.inbox import (
     Conversation,
     ConversationChange,
@@ -139,12 +140,13 @@ class Worker:
             # Past this promise /readyz reports the thread stuck and the lease keeper stops renewing its lease.
             self.heartbeat.beat(within=self.settings.stuck_seconds)
             try:
+                busy = self.work_once()
+                # After a successful claim only, so that an outage costs these no extra failed connections.
                 if self.runtime_source is not None:
-                    self.runtime = self.runtime_source()
+                    self.runtime = self.runtime_source()  # a bot reload (chatops.engine.reload)
                 if self.clock() >= next_sweep:  # handoff_timeout (chatops.engine.handoff)
                     next_sweep = self.clock() + HANDOFF_SWEEP
                     self._expire_handoffs()
-                busy = self.work_once()
             except StorageError as exc:
                 wait = outage.failed()
                 self.outage.down(f"worker {self.name}", exc.message, retry_in=wait)
@@ -162,7 +164,9 @@ class Worker:
 
     def _expire_handoffs(self) -> None:
         """Give the bot back the handed-off conversations whose stage's ``handoff_timeout`` ran out."""
-        for done in expire_handoffs(self.db, self.runtime.bot, now=self.clock()):
+        with storage_errors(self.db):
+            expired = expire_handoffs(self.db, self.runtime.bot, now=self.clock())
+        for done in expired:
             log.info("conversation %d: handoff timed out; back with the bot at %s", done.conversation_id, done.stage)
 
     def _release(self, conversation: Conversation) -> None:
