@@ -12,11 +12,14 @@ from rich.text import Text
 
 from chatops.cli import output
 from chatops.cli.choices import choice_metavar, choice_parser
+from chatops.cli.replay import DEFAULT_CACHE_DIR  # one AI answer cache for replay and test
 
 if TYPE_CHECKING:
+    from chatops.ai.cache import CachedAIClient
     from chatops.config.bot_schema import BotDefinition
     from chatops.config.settings import Settings
     from chatops.convtest import CaseReport, Grader, RunReport
+    from chatops.engine.turn import BotRuntime
 
 DEFAULT_FOLDER = Path("tests/conversations")  # beside stages.yaml
 
@@ -68,6 +71,12 @@ def conversation_tests_command(
             help="offline: the local responder (no network); openai: the configured model (OPENAI_API_KEY).",
         ),
     ] = AIMode.offline,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="With --ai openai: ask the model even for requests already cached.")
+    ] = False,
+    cache_dir: Annotated[
+        Path, typer.Option("--cache-dir", help="The AI answer cache (shared with chatops replay; commit it for CI).")
+    ] = DEFAULT_CACHE_DIR,
     jobs: Annotated[
         int,
         typer.Option(
@@ -98,7 +107,7 @@ def conversation_tests_command(
         cases = [case for case in cases if pattern.casefold() in case.id.casefold()]
     if not cases:
         raise TestFileError([f"no cases{' match -k ' + repr(pattern) if pattern else ' found'}"])
-    grader = _grader(settings, bot, ai)
+    runtime, cached, grader = _ai_parts(settings, bot, ai, cache_dir=None if no_cache else cache_dir)
     printer = _Printer()
     report = run_cases(
         settings,
@@ -107,6 +116,7 @@ def conversation_tests_command(
         jobs=jobs or min(8, os.cpu_count() or 1),
         update=update,
         grader=grader,
+        runtime=runtime,
         on_case=printer.case,
     )
     for case in report.failed:
@@ -122,17 +132,44 @@ def conversation_tests_command(
         from chatops.convtest.reports import write_junit
 
         write_junit(report, junit)
-    printer.summary(report, skipped_judges=grader.skipped)
+    printer.summary(report, skipped_judges=grader.skipped, cached=cached)
     if report.failed:
         raise typer.Exit(1)
 
 
-def _grader(settings: Settings, bot: BotDefinition, ai: AIMode) -> Grader:
-    """The grader of similar_to and judge; judges are skipped (and counted) until the shared AI judge and answer
-    cache of the replay issue (chatops/ai/judge.py, chatops/ai/cache.py) are on main: they are reused, not copied."""
-    from chatops.convtest import Grader
+def _ai_parts(
+    settings: Settings, bot: BotDefinition, ai: AIMode, *, cache_dir: Path | None
+) -> tuple[BotRuntime | None, CachedAIClient | None, Grader]:
+    """The runtime, its answer cache and the grader for ``--ai``.
 
-    return Grader()
+    Offline: the runner's own runtime, no cache, and judges skipped (the offline responder cannot grade). With a
+    model: the bot's runtime whose AI is wrapped in replay's :class:`CachedAIClient` (unless ``cache_dir`` is None),
+    and ``judge:`` graded by replay's :func:`judge_answer` through that same client, so verdicts are cached too.
+    """
+    import dataclasses
+
+    from chatops.ai.cache import CachedAIClient
+    from chatops.ai.judge import judge_answer
+    from chatops.convtest import Grader
+    from chatops.engine.runtime import build_runtime
+    from chatops.errors import AIError
+
+    if ai is AIMode.offline:
+        return None, None, Grader()
+    runtime = build_runtime(settings, bot)
+    cached = None if cache_dir is None else CachedAIClient(runtime.ai, cache_dir)
+    if cached is not None:
+        runtime = dataclasses.replace(runtime, ai=cached)
+    client = runtime.ai
+
+    def judge(rubric: str, sent: str, replies: str) -> tuple[bool, str]:
+        try:
+            verdict = judge_answer(client, rubric, user_text=sent, new_answer=replies, model=bot.ai.model)
+        except AIError as exc:  # the model unreachable: this expectation fails, the run goes on
+            return False, f"the judge could not grade: {exc.message}"
+        return verdict.passed, verdict.reason
+
+    return runtime, cached, Grader(judge=judge)
 
 
 def _apply_updates(report: RunReport) -> None:
@@ -183,11 +220,13 @@ class _Printer:
         for error in outcome.errors:
             output.info(f"    error: {error}", style="yellow")
 
-    def summary(self, report: RunReport, *, skipped_judges: int) -> None:
+    def summary(self, report: RunReport, *, skipped_judges: int, cached: CachedAIClient | None) -> None:
         failed = len(report.failed)
         passed = len(report.cases) - failed
         steps = sum(len(case.steps) for case in report.cases)
         text = f"\n{passed} passed, {failed} failed ({steps} steps) in {report.seconds:.2f}s"
         if skipped_judges:
             text += f"; {skipped_judges} judge expectation(s) skipped (offline AI: use --ai openai)"
+        if cached is not None:
+            text += f"; AI cache: {cached.hits} hits, {cached.misses} misses ({cached.directory})"
         output.stdout.print(Text(text, style="bold red" if failed else "bold green"))
