@@ -254,3 +254,47 @@ def test_k_selects_cases_and_no_match_is_an_error() -> None:
     assert "1 passed, 0 failed" in run("k.yaml", "-k", "TWO").stdout
     result = run("k.yaml", "-k", "three")
     assert (result.exit_code, result.stderr) == (1, "Error: no cases match -k 'three'\n")
+
+
+def test_a_message_answered_after_the_window_gets_no_free_text() -> None:
+    write(
+        "late.yaml",
+        """
+        - name: late, no template
+          start: 2026-03-02T19:00
+          steps:
+            - user: ciao
+            - user: 2 diavola
+              answered_after: 23h
+              expect: {window_template: false, reply_count: 1}
+            - user: 1 funghi
+              answered_after: 25h
+              expect: {window_template: false}
+            - user: ciao
+              answered_after: 1d1h
+              expect: {window_template: true}
+        """,
+    )
+    result = run("late.yaml")
+    outside = "outside the 24-hour customer-service window"
+    assert result.exit_code == 1
+    assert [line for line in result.stdout.splitlines() if line.startswith("late.yaml:")] == [
+        "late.yaml:13:16: step 4 (user: ciao, answered 1 day, 1:00:00 later): window_template: expected a template "
+        f"(the 24-hour window closed), none went: the replies failed ({outside})"
+    ]
+    assert f"({'failed'}: {outside})" in result.stdout
+
+
+def test_answered_after_belongs_to_a_message() -> None:
+    write(
+        "bad.yaml",
+        "- name: x\n  steps:\n    - wait: 1h\n      answered_after: 25h\n    - user: hi\n      answered_after: later\n",
+    )
+    result = run("bad.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[:2] == [
+        "Error: bad.yaml:4:7: answered_after: only a message is answered, not a wait. Hint: e.g. '- user: hi' "
+        "with 'answered_after: 25h'",
+        "bad.yaml:6:23: answered_after: invalid duration 'later'. Hint: accepted forms: 30s, 15m, 24h, 7d, "
+        "combinations like 1h30m, or plain seconds such as 90",
+    ]

@@ -216,7 +216,8 @@ class _Printer:
         for number, reply in enumerate(outcome.replies, start=1):
             buttons = f"  [{' | '.join(reply.buttons)}]" if reply.buttons else ""
             template = f"  (template {reply.template})" if reply.template else ""
-            output.info(f"    reply {number}: {reply.text!r}{buttons}{template}")
+            unsent = f"  ({reply.status}: {reply.error})" if reply.status != "sent" else ""
+            output.info(f"    reply {number}: {reply.text!r}{buttons}{template}{unsent}")
         for error in outcome.errors:
             output.info(f"    error: {error}", style="yellow")
 

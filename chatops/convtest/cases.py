@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ EXPECT_KEYS = (
     "judge",
 )
 ACTIONS = ("user", "button", "choose", "location", "wait")  # what a step does; exactly one per step
+LATE_KEY = "answered_after"  # with a message action: the worker answers this long after the route accepted it
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,14 @@ class Step:
     where: SourceLocation
     path: Path_
     expectations: tuple[Expectation, ...] = ()
+    answered_after: timedelta | None = None  # the worker runs this long after the webhook was accepted
 
     def describe(self) -> str:
         """``user: hi``, ``button: hours``, ``location: 52.52,13.4``, ``wait: 1 day, 1:00:00``."""
+        late = f", answered {self.answered_after} later" if self.answered_after else ""
         if self.action == "location":
-            return f"location: {self.value[0]:g},{self.value[1]:g}"
-        return f"{self.action}: {self.value}"
+            return f"location: {self.value[0]:g},{self.value[1]:g}{late}"
+        return f"{self.action}: {self.value}{late}"
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,9 @@ def _window_template(expected: bool | str, outcome: StepOutcome) -> str | None:
     if expected is False:
         return None if not sent else f"expected no template, got {sent[0]!r}"
     if not sent:
+        unsent = [reply.error for reply in outcome.replies if reply.status != "sent"]
+        if unsent:  # the window closed but the bot has no whatsapp_template (or it is Messenger)
+            return f"expected a template (the 24-hour window closed), none went: the replies failed ({unsent[0]})"
         return "expected a template (the 24-hour window closed), the replies went as free text"
     if isinstance(expected, str) and expected not in sent:
         return f"expected template {expected!r}, got {sent[0]!r}"

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from chatops.config.bot_schema import BotDefinition, did_you_mean
 from chatops.config.schedule import InvalidValue, parse_duration
 from chatops.config.yaml_source import Path_, SourceLocation, YamlSource, YamlSourceError, parse_yaml
-from chatops.convtest.cases import ACTIONS, EXPECT_KEYS, Case, Expectation, Step, TestFile
+from chatops.convtest.cases import ACTIONS, EXPECT_KEYS, LATE_KEY, Case, Expectation, Step, TestFile
 from chatops.errors import ChatopsError
 
 CASE_KEYS = ("name", "channel", "user", "start", "providers", "steps")
 USER_KEYS = ("name", "locale")
-STEP_KEYS = (*ACTIONS, "expect")
+STEP_KEYS = (*ACTIONS, LATE_KEY, "expect")
 TEST_FILE_SUFFIXES = (".yaml", ".yml")
 MAX_STEPS = 200  # per case: a test is a conversation, not a load test
 
@@ -209,8 +209,21 @@ class _FileChecker:
         value = self._action((*path, action), action, item[action])
         if value is None:
             return None
+        late = self._late((*path, LATE_KEY), item[LATE_KEY], action) if LATE_KEY in item else None
         expectations = self._expect((*path, "expect"), item.get("expect"), action)
-        return Step(number, action, value, self._where((*path, action), key=True), path, tuple(expectations))
+        where = self._where((*path, action), key=True)
+        return Step(number, action, value, where, path, tuple(expectations), answered_after=late)
+
+    def _late(self, path: Path_, value: Any, action: str) -> timedelta | None:
+        if action == "wait":
+            hint = f"e.g. '- user: hi' with '{LATE_KEY}: 25h'"
+            self._problem(path, f"{LATE_KEY}: only a message is answered, not a wait", hint, key=True)
+            return None
+        try:
+            return parse_duration(value)
+        except InvalidValue as exc:
+            self._problem(path, f"{LATE_KEY}: {exc.message}", exc.hint)
+            return None
 
     def _action(self, path: Path_, action: str, value: Any) -> Any:
         if action == "wait":

@@ -185,7 +185,7 @@ class _CaseRunner:
             else:
                 try:
                     sent = time.perf_counter()
-                    result = user.send(_user_input(step))
+                    result = user.send(_user_input(step), on_accepted=self._answered_late(step))
                     send_seconds = time.perf_counter() - sent
                 except ChatopsError as exc:
                     error = f"step {step.number} ({step.describe()}): {exc.message}"
@@ -205,6 +205,13 @@ class _CaseRunner:
             if failures:
                 break
         return CaseReport(case, tuple(steps), time.perf_counter() - started, None, tuple(updates))
+
+    def _answered_late(self, step: Step) -> Callable[[], None] | None:
+        """Accepted now, answered later (``answered_after``): the clock moves between the route and the worker."""
+        late = step.answered_after
+        if late is None:
+            return None
+        return lambda: self.clock.advance(late)
 
     def _check(self, expectation: Expectation, outcome: StepOutcome, step: Step) -> str | None:
         if expectation.key in LOCAL_KEYS:

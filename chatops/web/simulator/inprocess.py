@@ -163,9 +163,11 @@ class SimulatedUser:
             name=f"simulate@{worker_name()}:{conversation.user_id}",
         )
 
-    def send(self, message: UserInput) -> SimulationResult:
+    def send(self, message: UserInput, *, on_accepted: Callable[[], None] | None = None) -> SimulationResult:
         """Post ``message`` through the webhook route, run the worker, settle the replies; return what happened.
 
+        ``on_accepted`` runs after the route accepted the webhook, before the worker: ``chatops test`` moves its
+        clock there to play workers that answer late (stopped, or an outage).
         Writes the inbound message, the turn(s), and outbound rows settled ``sent``/``failed`` (never ``pending``).
         Raises ChannelError when the route refuses the webhook, StorageError when the database fails.
         """
@@ -188,6 +190,8 @@ class SimulatedUser:
         if response.status_code != 200:
             error = (response.get_json(silent=True) or {}).get("error", {})
             raise ChannelError(f"the webhook route answered {response.status_code}: {error.get('message', '')}")
+        if on_accepted is not None:
+            on_accepted()
         for _ in range(MAX_TURNS_PER_MESSAGE):
             stored = conversation.inbound(message_id)
             if stored.get("status") != "pending" or not self.worker.work_once(only=stored["conversation_id"]):
