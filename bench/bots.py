@@ -57,9 +57,18 @@ def _stage_template(index: int, provider: str, partials: list[int], *, prompt: b
     lines.append("{% else %}")
     lines.append(f"  {{{{ {provider}.{list_field} }}}}")
     lines.append("{% endif %}")
+    # Conversation memory: every stage template reads state, guarded, so lint's flow pass runs on all of them.
+    for name in _state_names(index):
+        lines.append(f"{{% if state.{name} is defined %}}You told us: {{{{ state.{name} }}}}.{{% endif %}}")
+    lines.append(f"{{{{ state.{_state_names(index + 1)[0]} | default('') }}}}")
     for part in partials:
         lines.append(f'{{% include "partials/p_{part:03d}.j2" %}}')
     return "\n".join(lines) + "\n"
+
+
+def _state_names(index: int) -> list[str]:
+    """Two of the 20 state names the generated bot keeps, different from stage to stage."""
+    return [f"note_{index % 20:02d}", f"note_{(index * 3 + 7) % 20:02d}"]
 
 
 def _error_template(index: int) -> str:
@@ -73,8 +82,9 @@ def _error_template(index: int) -> str:
 def write_lint_bot(folder: Path, *, stages: int = 200, templates: int = 1000) -> Path:
     """A valid bot of ``stages`` stages and ``templates`` template files; returns its stages.yaml.
 
-    Each stage has its reply or prompt template (one of five http providers, loops, conditionals, filters) and an
-    ``on_error`` template; the rest are partials that the stage templates include (built-ins and static variables).
+    Each stage has its reply or prompt template (one of five http providers, loops, conditionals, filters, guarded
+    reads of conversation state that the transitions ``set:``) and an ``on_error`` template; the rest are partials
+    that the stage templates include (built-ins and static variables).
     """
     own = 2 * stages
     if templates < own + stages:
@@ -115,7 +125,7 @@ def write_lint_bot(folder: Path, *, stages: int = 200, templates: int = 1000) ->
         _write(templates_dir, f"errors/{name}.j2", _error_template(index))
         following = f"stage_{(index + 1) % stages:03d}"
         transitions: list[dict[str, object]] = [
-            {"when": {"button": "next"}, "to": following},
+            {"when": {"button": "next"}, "to": following, "set": {_state_names(index)[0]: "message.text"}},
             {"when": {"keywords": ["agent", "human", "person"]}, "to": f"stage_{(index * 7 + 3) % stages:03d}"},
         ]
         if prompt:
