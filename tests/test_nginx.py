@@ -16,6 +16,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +199,24 @@ def test_a_signed_webhook_passes_nginx_byte_for_byte(proxied: tuple[Nginx, Serve
     log = nginx.access_log.read_text()
     assert "request_id=req-nginx-test-1" in log
     assert '"POST /webhooks/whatsapp HTTP/1.1" 413' in log
+
+
+def test_the_admin_api_passes_nginx_with_its_key(proxied: tuple[Nginx, ServeProcess]) -> None:
+    nginx, server = proxied
+    created = subprocess.run(
+        [sys.executable, "-m", "chatops", "keys", "create", "--name", "nginx-test", "--role", "viewer", "--json"],
+        cwd=server.workdir,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = json.loads(created.stdout)["secret"]
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(nginx.cert)), timeout=10) as client:
+        listed = client.get(f"{nginx.url}/api/v1/conversations", headers={"Authorization": f"Bearer {key}"})
+        assert listed.status_code == 200, listed.text
+        assert listed.json() == {"items": [], "next_cursor": None}
+        refused = client.get(f"{nginx.url}/api/v1/conversations")
+        assert refused.status_code == 401
+        assert set(refused.json()["error"]) == {"code", "message", "hint"}
+        assert client.get(f"{nginx.url}/api/v1/openapi.json").json()["openapi"].startswith("3.1")
