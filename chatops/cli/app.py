@@ -174,6 +174,7 @@ def _register() -> None:
     from chatops.cli.serve import serve_command, worker_command
     from chatops.cli.simulate import simulate_command
     from chatops.cli.test import conversation_tests_command
+    from chatops.cli.users import users_app
 
     app.command("serve")(serve_command)
     app.command("worker")(worker_command)
@@ -190,6 +191,7 @@ def _register() -> None:
     app.command("test")(conversation_tests_command)
     app.command("replay")(replay_command)
     app.command("export")(export_command)
+    app.add_typer(users_app)
 
 
 _register()

@@ -219,3 +219,49 @@ bot_reloads = sa.Table(
     sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
 )
+
+# The operator console (/console): staff accounts, their server-side sessions (so a session can be revoked),
+# internal notes on conversations, and the console's cookie-signing secret (shared by every web process).
+staff_accounts = sa.Table(
+    "staff_accounts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(256), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    _created(),
+    sa.Column("last_login_at", UTCDateTime()),
+    sa.CheckConstraint("role IN ('admin', 'operator', 'viewer')", name="role"),
+)
+
+staff_sessions = sa.Table(
+    "staff_sessions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("staff_id", BigId, sa.ForeignKey("staff_accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # SHA-256 of the random session token
+    _created(),
+    sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime()),
+    sa.Column("client_address", sa.String(64)),
+    sa.Index("ix_staff_sessions_staff_id", "staff_id"),
+)
+
+conversation_notes = sa.Table(
+    "conversation_notes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", BigId, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("author", sa.String(254), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    _created(),
+    sa.Index("ix_conversation_notes_conversation_id", "conversation_id", "id"),
+)
+
+console_secrets = sa.Table(
+    "console_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)

@@ -231,3 +231,18 @@ def expire_handoffs(db: sa.Engine, bot: BotDefinition, *, now: datetime) -> list
                     hand_back(connection, bot, conversation_id, now=now, stage=spec.handoff_return, answer_latest=True)
                 )
     return done
+
+
+def take_over(db: sa.Engine, conversation_id: int, *, now: datetime) -> None:
+    """A person takes the conversation (mode ``human``) before writing: the bot stops answering it.
+
+    A paused conversation stays paused. Raises ConversationNotFoundError.
+    """
+    with db.begin() as connection:
+        get_conversation(connection, conversation_id)
+        c = conversations.c
+        connection.execute(
+            sa.update(conversations)
+            .where(c.id == conversation_id, c.mode == "bot")
+            .values(mode="human", handoff_at=sa.func.coalesce(c.handoff_at, now), updated_at=now)
+        )

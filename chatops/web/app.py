@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
-from chatops.web import errors, request_ids, webhooks
+from chatops.web import console, errors, request_ids, webhooks
 from chatops.web.health import health
 from chatops.web.metrics import Metrics, metrics
 from chatops.web.state import EXTENSION, WebState, utc_now
@@ -59,6 +59,7 @@ def create_app(
         settings.rate_limit_storage, per_key=settings.api_rate_limit, bad_keys=settings.api_bad_key_limit
     )
     webhooks.init_app(app, state, store=_webhook_store(state))
+    console.init_app(app, state)
     request_ids.init_app(app)  # last: outside the webhook fast path too
     return app
 
