@@ -384,10 +384,22 @@ def test_admin_manages_staff_and_api_keys_and_reads_the_audit_log(console: Conso
     assert 'id="new-secret">chatops_' in created.text
     assert "desk" in client.get("/console/admin/keys").text
     assert "chatops_" not in client.get("/console/admin/keys").text
+    old_secret = created.text.split('id="new-secret">')[1].split("<")[0]
+    rotated = console.post_form(client, "/console/admin/keys", "/console/admin/keys/desk/rotate")
+    assert rotated.status_code == 200
+    assert 'id="new-secret">chatops_' in rotated.text
+    assert old_secret not in rotated.text
+    assert console.call("GET", "/conversations", key=old_secret).status_code == 401
     console.post_form(client, "/console/admin/keys", "/console/admin/keys/desk/revoke")
     assert "revoked" in client.get("/console/admin/keys").text
     log = client.get("/console/admin/audit").text
-    for action in ("console.staff_create", "console.staff_role", "console.keys_create", "console.keys_revoke"):
+    for action in (
+        "console.staff_create",
+        "console.staff_role",
+        "console.keys_create",
+        "console.keys_rotate",
+        "console.keys_revoke",
+    ):
         assert action in log
     assert "staff:admin@shop.example" in log
 

@@ -100,6 +100,21 @@ def keys_create() -> BaseResponse | str:
 
 
 @staff_required(Role.ADMIN)
+def keys_rotate(name: str) -> BaseResponse | str:
+    """Give a key a new secret (the old one stops working at once) and show it once."""
+    state = web_state(current_app)
+    try:
+        new = api_keys.rotate_key(state.db, name, now=state.clock())
+    except ChatopsError as exc:
+        _refused("console.keys_rotate", name, exc)
+        return redirect(url_for("console.keys_page"))
+    record("console.keys_rotate", name, "ok")
+    now = state.clock()
+    keys = [(key, key.status(now)) for key in api_keys.list_keys(state.db)]
+    return render_template("console/keys.html", keys=keys, roles=ROLES, secret=new.secret, secret_name=name)
+
+
+@staff_required(Role.ADMIN)
 def keys_revoke(name: str) -> BaseResponse:
     state = web_state(current_app)
     try:
@@ -126,5 +141,6 @@ def register(blueprint: Blueprint) -> None:
     blueprint.add_url_rule("/admin/staff/<email>", "staff_update", staff_update, methods=["POST"])
     blueprint.add_url_rule("/admin/keys", "keys_page", keys_page)
     blueprint.add_url_rule("/admin/keys", "keys_create", keys_create, methods=["POST"])
+    blueprint.add_url_rule("/admin/keys/<name>/rotate", "keys_rotate", keys_rotate, methods=["POST"])
     blueprint.add_url_rule("/admin/keys/<name>/revoke", "keys_revoke", keys_revoke, methods=["POST"])
     blueprint.add_url_rule("/admin/audit", "audit_page", audit_page)
