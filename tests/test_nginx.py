@@ -220,3 +220,15 @@ def test_the_admin_api_passes_nginx_with_its_key(proxied: tuple[Nginx, ServeProc
         assert refused.status_code == 401
         assert set(refused.json()["error"]) == {"code", "message", "hint"}
         assert client.get(f"{nginx.url}/api/v1/openapi.json").json()["openapi"].startswith("3.1")
+
+
+def test_a_console_page_and_its_assets_pass_nginx(proxied: tuple[Nginx, ServeProcess]) -> None:
+    nginx, _ = proxied
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(nginx.cert)), timeout=10) as client:
+        page = client.get(f"{nginx.url}/console/login")
+        assert page.status_code == 200
+        assert 'name="csrf_token"' in page.text
+        css = client.get(f"{nginx.url}/console/static/console.css", headers={"Accept-Encoding": "gzip"})
+        assert css.status_code == 200
+        assert css.headers["content-encoding"] == "gzip"  # nginx compresses the console's assets
+        assert "body" in css.text  # httpx decoded it: the stylesheet itself
