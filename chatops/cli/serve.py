@@ -252,8 +252,18 @@ def _background(settings: Settings, bot: BotDefinition, db: sa.Engine, *, worker
     def on_recovered(work: str, how: str, count: int) -> None:
         state.metrics.leases_recovered.labels(work, how).inc(count)
 
+    metrics = state.metrics
     background = Background(
-        settings, bot, db, workers=workers, clock=utc_now, on_turn=on_turn, on_recovered=on_recovered
+        settings,
+        bot,
+        db,
+        workers=workers,
+        clock=utc_now,
+        on_turn=on_turn,
+        on_recovered=on_recovered,
+        on_ai=metrics.ai_call,
+        on_send=metrics.sent,
+        on_rate_limited=lambda count: metrics.limited("conversation", count),
     )
     state.readiness_checks.append(background.problems)
     state.readiness_warnings.append(background.warnings)

@@ -20,13 +20,14 @@ import httpx
 import sqlalchemy as sa
 
 from chatops.ai.factory import make_ai_client_from_settings, offline_warning
+from chatops.ai.metered import MeteredAI, OnAICall
 from chatops.channels.events import OutboundMessage
 from chatops.channels.graph import GraphClient
 from chatops.config.bot_schema import BotDefinition
 from chatops.config.settings import Settings
 from chatops.engine.leases import LeaseKeeper, OnRecovered, default_instance
 from chatops.engine.reload import ReloadWatch, RuntimeHolder
-from chatops.engine.sender import OutboxSender
+from chatops.engine.sender import OnSend, OutboxSender
 from chatops.engine.supervision import RESTART_AFTER, SUPERVISE_SECONDS, DatabaseOutage, SupervisedThread
 from chatops.engine.turn import BotRuntime
 from chatops.engine.variables import VariableSource
@@ -39,14 +40,19 @@ log = logging.getLogger(__name__)
 SENDER_POLL_SECONDS = 0.05  # an idle sender polls the outbox this often; replies leave within ~50 ms of the turn
 
 
-def build_runtime(settings: Settings, bot: BotDefinition, *, http: httpx.Client | None = None) -> BotRuntime:
-    """Templates, providers and the AI client for ``bot``. Logs the offline-AI warning when it applies."""
+def build_runtime(
+    settings: Settings, bot: BotDefinition, *, http: httpx.Client | None = None, on_ai: OnAICall | None = None
+) -> BotRuntime:
+    """Templates, providers and the AI client for ``bot`` (reporting each call to ``on_ai`` when given). Logs the
+    offline-AI warning when it applies."""
     templates = TemplateStore(bot.templates_dir)
     providers = build_providers(bot.providers, base_dir=bot.path.parent, http=http)
     ai = make_ai_client_from_settings(settings, timeout=bot.ai.timeout)
     warning = offline_warning(ai)
     if warning:
         log.warning("%s", warning)
+    if on_ai is not None:
+        ai = MeteredAI(ai, on_ai)
     return BotRuntime(bot, templates, VariableSource(bot, templates, ProviderRunner(providers)), ai)
 
 
@@ -83,11 +89,14 @@ class Background:
         runtime: BotRuntime | None = None,
         on_turn: Callable[[str, float], None] | None = None,
         on_recovered: OnRecovered | None = None,
+        on_ai: OnAICall | None = None,
+        on_send: OnSend | None = None,
+        on_rate_limited: Callable[[int], None] | None = None,
         command: str = "serve",
     ) -> None:
         self.stop_event = threading.Event()
         self.http = httpx.Client(timeout=settings.graph_timeout)
-        self.runtime = runtime or build_runtime(settings, bot)
+        self.runtime = runtime or build_runtime(settings, bot, on_ai=on_ai)
         self.outage = DatabaseOutage()
         self.leases = LeaseKeeper(
             db,
@@ -98,7 +107,9 @@ class Background:
             on_recovered=on_recovered,
         )
         # A bot reload (chatops.engine.reload) swaps the workers' runtime between turns.
-        self.holder = RuntimeHolder(self.runtime, ReloadWatch(db, settings), partial(build_runtime, settings))
+        self.holder = RuntimeHolder(
+            self.runtime, ReloadWatch(db, settings), partial(build_runtime, settings, on_ai=on_ai)
+        )
         self.workers = [
             Worker(
                 self.runtime,
@@ -107,6 +118,7 @@ class Background:
                 clock=clock,
                 name=self.leases.holder(f"w{index}"),
                 on_turn=on_turn,
+                on_rate_limited=on_rate_limited,
                 outage=self.outage,
                 leases=self.leases,
                 runtime_source=self.holder.current,
@@ -121,6 +133,7 @@ class Background:
             clock=clock,
             outage=self.outage,
             leases=self.leases,
+            on_send=on_send,
         )
         self.threads = [
             *(SupervisedThread(f"worker {worker.name}", worker.run, worker.heartbeat) for worker in self.workers),

@@ -71,6 +71,9 @@ TOKEN_VARIABLES: dict[Channel, str] = {
 }
 
 TokenSource = Callable[[Channel], str | None]
+OnSend = Callable[[Channel, str, int | None], None]
+"""Told (channel, outcome, Graph error code) for every row the sender finishes with: ``sent``, ``retry`` (sent again
+later), ``failed`` or ``paused`` (the token was refused); for ``/metrics``."""
 Clock = Callable[[], datetime]
 
 
@@ -131,7 +134,8 @@ class OutboxSender:
     the 24-hour window is closed. ``clock`` and ``random`` (jitter, uniform in [0, 1)) are injectable for tests;
     ``token_source`` re-reads a channel's token while the channel is paused or has none (default: the
     environment and ``.env``), every ``token_check_interval`` seconds. ``concurrency`` threads send rows of
-    different conversations at once. Call :meth:`close` (or use ``with``) to stop the thread pool.
+    different conversations at once; ``on_send`` is told how each row ended (:data:`OnSend`). Call
+    :meth:`close` (or use ``with``) to stop the thread pool.
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class OutboxSender:
         sleep: Callable[[float], None] = time.sleep,
         outage: DatabaseOutage | None = None,
         leases: LeaseKeeper | None = None,
+        on_send: OnSend | None = None,
     ) -> None:
         if template is not None and (template.kind != "template" or not template.template_name):
             raise ConfigError(
@@ -177,6 +182,7 @@ class OutboxSender:
         self._pool = ThreadPoolExecutor(max_workers=max(concurrency, 1), thread_name_prefix="chatops-sender")
         self._outage = outage or DatabaseOutage()
         self.heartbeat = Heartbeat()
+        self._on_send = on_send
 
     def __enter__(self) -> OutboxSender:
         return self
@@ -329,6 +335,7 @@ class OutboxSender:
         if isinstance(exc, UnicodeError | UnstorableError) or row.attempts >= self._policy.max_attempts:
             logger.error("outbound %d failed (attempt %d): %s", row.id, row.attempts, error, exc_info=exc)
             mark_failed(self._engine, row.id, error_code=None, error=error, now=now)
+            self._count(row, "failed")
             return
         delay = self._policy.delay(row.attempts, jitter=self._random())
         logger.error(
@@ -343,6 +350,7 @@ class OutboxSender:
         schedule_retry(
             self._engine, row.id, next_attempt_at=now + timedelta(seconds=delay), error_code=None, error=error, now=now
         )
+        self._count(row, "retry")
 
     def _deliver_row(self, row: OutboundRow) -> None:
         with self._lock:
@@ -356,12 +364,14 @@ class OutboxSender:
             if row.channel != "whatsapp" or self._template is None:
                 logger.info("outbound %d not sent: %s", row.id, OUTSIDE_WINDOW_ERROR)
                 mark_failed(self._engine, row.id, error_code=None, error=OUTSIDE_WINDOW_ERROR, now=self._clock())
+                self._count(row, "failed")
                 return
             window = window_message(self._template, row.body)
             if window is None:
                 error = f"{OUTSIDE_WINDOW_ERROR}; {UNRENDERED_PARAMS}"
                 logger.warning("outbound %d not sent: %s", row.id, error)
                 mark_failed(self._engine, row.id, error_code=None, error=error, now=self._clock())
+                self._count(row, "failed")
                 return
             logger.info(
                 "outbound %d: %s, sending template %r instead",
@@ -377,7 +387,9 @@ class OutboxSender:
             return
         except ChannelError as exc:  # the request builder refused the message: retrying cannot help
             mark_failed(self._engine, row.id, error_code=None, error=clean_text(exc.message), now=self._clock())
+            self._count(row, "failed")
             return
+        self._count(row, "sent")  # Meta has it, whether or not recording it works
         self._record_sent(row, clean_text(provider_id))
         if row.channel == "whatsapp" and row.reply_to:
             try:
@@ -433,6 +445,7 @@ class OutboxSender:
         if is_token_error(exc):
             self._pause(row.channel, token, now)
             release_outbound(self._engine, row.id, now=now, error_code=exc.code, error=clean_text(exc.message))
+            self._count(row, "paused", exc.code)
         elif exc.transient and row.attempts < self._policy.max_attempts:
             delay = self._policy.delay(row.attempts, jitter=self._random(), retry_after=exc.retry_after)
             logger.info("outbound %d: attempt %d failed, retry in %.1fs: %s", row.id, row.attempts, delay, exc)
@@ -444,10 +457,16 @@ class OutboxSender:
                 error=clean_text(exc.message),
                 now=now,
             )
+            self._count(row, "retry", exc.code)
         else:
             reason = exc.message if not exc.transient else f"gave up after {row.attempts} attempts: {exc.message}"
             logger.warning("outbound %d failed: %s", row.id, reason)
             mark_failed(self._engine, row.id, error_code=exc.code, error=clean_text(reason), now=now)
+            self._count(row, "failed", exc.code)
+
+    def _count(self, row: OutboundRow, outcome: str, error_code: int | None = None) -> None:
+        if self._on_send is not None:
+            self._on_send(row.channel, outcome, error_code)
 
     # Channel credentials ----------------------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class Worker:
         clock: Callable[[], datetime],
         name: str | None = None,
         on_turn: Callable[[str, float], None] | None = None,
+        on_rate_limited: Callable[[int], None] | None = None,
         outage: DatabaseOutage | None = None,
         leases: LeaseKeeper | None = None,
         runtime_source: Callable[[], BotRuntime] | None = None,
@@ -91,6 +92,7 @@ class Worker:
         self.name = name or worker_name()
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.on_turn = on_turn
+        self.on_rate_limited = on_rate_limited  # told how many messages bot.rate_limit held back (for /metrics)
         self.outage = outage or DatabaseOutage()
         self.leases = leases
         self.heartbeat = Heartbeat()
@@ -211,6 +213,8 @@ class Worker:
         if not admitted:  # a flood: stored, never sent to the AI; one polite reply per window
             replies = (slow_down,) if slow_down else ()
             self._commit(conversation, now, answered=[], skipped=skipped + batch, turn=None, replies=replies)
+            if self.on_rate_limited is not None:
+                self.on_rate_limited(len(batch))
             return
         try:
             history = recent_turns(self.db, conversation.id, limit=max(self.runtime.bot.ai.history, 1))

@@ -35,6 +35,8 @@ def create_app(
     from chatops.db.connect import create_db_engine
     from chatops.web import api
     from chatops.web.auth import LIMITER_EXTENSION
+    from chatops.web.metrics import WebhookTimer
+    from chatops.web.pool_metrics import PoolCollector
     from chatops.web.queue_metrics import QueueCollector
     from chatops.web.ratelimit import ApiLimiter
 
@@ -51,15 +53,20 @@ def create_app(
     )
     app.extensions[EXTENSION] = state
     state.metrics.registry.register(QueueCollector(state.db, clock=clock))
+    state.metrics.registry.register(PoolCollector(state.db))
     errors.init_app(app)
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     api.init_app(app)
     app.extensions[LIMITER_EXTENSION] = ApiLimiter(
-        settings.rate_limit_storage, per_key=settings.api_rate_limit, bad_keys=settings.api_bad_key_limit
+        settings.rate_limit_storage,
+        per_key=settings.api_rate_limit,
+        bad_keys=settings.api_bad_key_limit,
+        on_refused=state.metrics.limited,
     )
     webhooks.init_app(app, state, store=_webhook_store(state))
     console.init_app(app, state)
+    app.wsgi_app = WebhookTimer(app.wsgi_app, state.metrics)  # type: ignore[method-assign]
     request_ids.init_app(app)  # last: outside the webhook fast path too
     return app
 

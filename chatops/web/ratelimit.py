@@ -31,24 +31,35 @@ log = logging.getLogger(__name__)
 class ApiLimiter:
     """The admin API's limits on one storage; ``namespace`` keeps deployments (or tests) sharing a Redis apart."""
 
-    def __init__(self, storage_uri: str, *, per_key: str, bad_keys: str, namespace: str = "chatops") -> None:
+    def __init__(
+        self,
+        storage_uri: str,
+        *,
+        per_key: str,
+        bad_keys: str,
+        namespace: str = "chatops",
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         # Its own storage: memory:// then counts per app (one per process in production; one per test).
         self._limiter = FixedWindowRateLimiter(storage(storage_uri))
         self.per_key: RateLimitItem = parse(per_key)
         self.bad_keys: RateLimitItem = parse(bad_keys)
         self.namespace = namespace
+        self._on_refused = on_refused  # told "api_key" or "bad_key" for every 429 (for /metrics)
 
     def check_key(self, key: ApiKey) -> None:
         """Count one request of ``key``. Raises ApiError 429 past the limit."""
         identity = (self.namespace, "key", key.prefix)
         if not self._safely(lambda: self._limiter.hit(self.per_key, *identity)):
-            raise self._too_many(self.per_key, identity, f"the API key {key.name!r} made too many requests")
+            raise self._too_many("api_key", self.per_key, identity, f"the API key {key.name!r} made too many requests")
 
     def check_bad_keys(self, address: str) -> None:
         """Raises ApiError 429 when ``address`` has used up its bad-key allowance (without counting)."""
         identity = (self.namespace, "bad-key", address)
         if not self._safely(lambda: self._limiter.test(self.bad_keys, *identity)):
-            raise self._too_many(self.bad_keys, identity, f"too many requests with a bad API key from {address}")
+            raise self._too_many(
+                "bad_key", self.bad_keys, identity, f"too many requests with a bad API key from {address}"
+            )
 
     def hit_bad_key(self, address: str) -> None:
         """Count one request from ``address`` with a missing or wrong key."""
@@ -61,7 +72,9 @@ class ApiLimiter:
             log.warning("rate limit storage unavailable, request let through: %s", exc)
             return True
 
-    def _too_many(self, item: RateLimitItem, identity: tuple[str, ...], message: str) -> ApiError:
+    def _too_many(self, limit: str, item: RateLimitItem, identity: tuple[str, ...], message: str) -> ApiError:
+        if self._on_refused is not None:
+            self._on_refused(limit)
         try:
             reset = self._limiter.get_window_stats(item, *identity).reset_time
             wait = max(1, math.ceil(reset - time.time()))
