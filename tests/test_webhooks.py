@@ -155,12 +155,15 @@ def test_the_webhook_front_answers_exactly_as_the_flask_route(app: Flask, db: sa
     from werkzeug.test import Client
 
     from chatops.channels import sign
+    from chatops.web.metrics import WebhookTimer
     from chatops.web.request_ids import RequestIds
     from chatops.web.webhooks import WebhookFront
 
     outer = app.wsgi_app
     assert isinstance(outer, RequestIds)  # outside everything, so the front's answers carry a request id too
-    front = outer.app
+    timer = outer.app
+    assert isinstance(timer, WebhookTimer)  # counts and times the answers of both paths alike
+    front = timer.app
     assert isinstance(front, WebhookFront)
     answers = []
     for wsgi in (front, front.flask):  # through the front, then straight into Flask
