@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     api_bad_key_limit: str = "10/minute"  # requests with a missing or wrong key, per client address
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     debounce_seconds: float = Field(default=0.0, ge=0)
+    # With wake-ups (PostgreSQL LISTEN/NOTIFY), how often idle workers and the sender look for work anyway.
+    poll_seconds: float = Field(default=5.0, gt=0)
     turn_max_attempts: int = Field(default=5, ge=1)
     # Leases on turns and sends (docs/operations.md "Crash recovery"): renewed every lease_seconds / 4 while the
     # work runs, free again lease_seconds after the last renewal; work running past stuck_seconds counts as stuck.

@@ -23,6 +23,7 @@ from chatops.db.ingest import StoreResult as StoreResult  # re-exported: the web
 from chatops.db.ingest import store_events as store_events
 from chatops.db.queue_plans import index_lookups_only
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
+from chatops.db.wakeups import announce
 from chatops.errors import StorageError
 from chatops.text import clean_text
 
@@ -258,7 +259,8 @@ def complete_turn(
     Writes the turn, its outbound messages (the outbox), the new conversation state, and marks ``answered``
     messages ``done`` (or ``failed`` with ``failed_error``) and ``skipped`` ones ``skipped``. ``mark_read`` (the
     provider id of the answered message) rides on the first reply, so the sender marks it read when it sends.
-    Raises LeaseLost, writing nothing, when the lease was taken over by another worker.
+    Wakes the senders when it wrote replies (:mod:`chatops.db.wakeups`). Raises LeaseLost, writing nothing, when
+    the lease was taken over by another worker.
     """
     c, m = conversations.c, inbound_messages.c
     with storage_errors(engine), engine.begin() as connection:
@@ -321,6 +323,8 @@ def complete_turn(
             )
         if skipped:
             connection.execute(inbound_messages.update().where(m.id.in_(skipped)).values(status="skipped"))
+    if replies:  # after the commit: the senders can see the replies now
+        announce(engine, "outbox")
     return turn_id
 
 

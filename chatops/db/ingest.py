@@ -35,6 +35,7 @@ from chatops.db.connect import storage_errors
 from chatops.db.outbox import apply_status
 from chatops.db.sqlite_file import check_file
 from chatops.db.tables import conversations, inbound_messages
+from chatops.db.wakeups import announce
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,11 @@ def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[
         try:
             with engine.connect() as connection:
                 if connection.dialect.name == "postgresql":
-                    return _write_postgresql(connection, deliveries)
-                return _write_sqlite(connection, deliveries)
+                    results = _write_postgresql(connection, deliveries)
+                else:
+                    results = _write_sqlite(connection, deliveries)
+            _wake_workers(engine, deliveries, results)
+            return results
         except sa.exc.DBAPIError as exc:
             # A pooled connection found dead (the server restarted; pooled connections are not pinged while in
             # steady use, see chatops.db.connect): SQLAlchemy has invalidated it and its older siblings, so one
@@ -96,6 +100,16 @@ def write_deliveries(engine: sa.Engine, deliveries: Sequence[Delivery]) -> list[
             if not (exc.connection_invalidated and attempt == 1):
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _wake_workers(engine: sa.Engine, deliveries: Sequence[Delivery], results: Sequence[StoreResult]) -> None:
+    """Wake the workers (of every process, :mod:`chatops.db.wakeups`) for the new messages, when they are due (a
+    debounce holds them back). After the commit and outside it: a NOTIFY in the write's own transaction would
+    serialise every webhook's commit behind PostgreSQL's global notification lock."""
+    for delay in {
+        (d.available_at - d.now).total_seconds() for d, r in zip(deliveries, results, strict=True) if r.inserted
+    }:
+        announce(engine, "inbox", after=delay)
 
 
 def _utc(value: datetime) -> datetime:

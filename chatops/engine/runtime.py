@@ -25,19 +25,23 @@ from chatops.channels.events import OutboundMessage
 from chatops.channels.graph import GraphClient
 from chatops.config.bot_schema import BotDefinition
 from chatops.config.settings import Settings
+from chatops.db.wakeups import wakeups_for
 from chatops.engine.leases import LeaseKeeper, OnRecovered, default_instance
 from chatops.engine.reload import ReloadWatch, RuntimeHolder
 from chatops.engine.sender import OnSend, OutboxSender
 from chatops.engine.supervision import RESTART_AFTER, SUPERVISE_SECONDS, DatabaseOutage, SupervisedThread
 from chatops.engine.turn import BotRuntime
 from chatops.engine.variables import VariableSource
+from chatops.engine.wakeups import Listener
 from chatops.engine.worker import Worker
 from chatops.templating.providers import ProviderRunner, build_providers
 from chatops.templating.store import TemplateStore
 
 log = logging.getLogger(__name__)
 
-SENDER_POLL_SECONDS = 0.05  # an idle sender polls the outbox this often; replies leave within ~50 ms of the turn
+# Without wake-ups from other processes (SQLite, or PostgreSQL while the listener is cut off) an idle sender polls
+# the outbox this often: replies leave within ~50 ms of the turn. With them it waits CHATOPS_POLL_SECONDS.
+SENDER_POLL_SECONDS = 0.05
 
 
 def build_runtime(
@@ -110,6 +114,9 @@ class Background:
         self.holder = RuntimeHolder(
             self.runtime, ReloadWatch(db, settings), partial(build_runtime, settings, on_ai=on_ai)
         )
+        self.wakeups = wakeups_for(db)
+        # PostgreSQL tells every process of new work (LISTEN/NOTIFY); SQLite wakes only this process' loops.
+        self.listener = Listener(db, self.wakeups, outage=self.outage) if db.dialect.name == "postgresql" else None
         self.workers = [
             Worker(
                 self.runtime,
@@ -122,6 +129,7 @@ class Background:
                 outage=self.outage,
                 leases=self.leases,
                 runtime_source=self.holder.current,
+                wakeups=self.wakeups,
             )
             for index in range(workers)
         ]
@@ -134,6 +142,7 @@ class Background:
             outage=self.outage,
             leases=self.leases,
             on_send=on_send,
+            wakeups=self.wakeups,
         )
         self.threads = [
             *(SupervisedThread(f"worker {worker.name}", worker.run, worker.heartbeat) for worker in self.workers),
@@ -142,6 +151,8 @@ class Background:
             ),
             SupervisedThread("lease keeper", self.leases.run, self.leases.heartbeat),
         ]
+        if self.listener is not None:
+            self.threads.append(SupervisedThread("wake-up listener", self.listener.run, self.listener.heartbeat))
         self._supervisor: threading.Thread | None = None
 
     def start(self) -> None:
@@ -186,6 +197,7 @@ class Background:
     def stop(self, *, timeout: float = 30.0) -> None:
         """Ask every thread to stop; turns and sends in flight finish, leases are released."""
         self.stop_event.set()
+        self.wakeups.wake_all()  # idle loops stop now rather than at their next look
         if self._supervisor is not None:
             self._supervisor.join(timeout)
         for thread in self.threads:

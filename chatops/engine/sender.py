@@ -51,6 +51,7 @@ from chatops.db.outbox import (
     release_outbound,
     schedule_retry,
 )
+from chatops.db.wakeups import Wakeups
 from chatops.engine.leases import LeaseKeeper
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.engine.window import UNRENDERED_PARAMS, window_message
@@ -155,6 +156,7 @@ class OutboxSender:
         outage: DatabaseOutage | None = None,
         leases: LeaseKeeper | None = None,
         on_send: OnSend | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
         if template is not None and (template.kind != "template" or not template.template_name):
             raise ConfigError(
@@ -181,6 +183,8 @@ class OutboxSender:
         }
         self._pool = ThreadPoolExecutor(max_workers=max(concurrency, 1), thread_name_prefix="chatops-sender")
         self._outage = outage or DatabaseOutage()
+        self._wakeups = wakeups
+        self._fallback_poll = settings.poll_seconds
         self.heartbeat = Heartbeat()
         self._on_send = on_send
 
@@ -229,11 +233,12 @@ class OutboxSender:
     def run(self, stop: threading.Event, *, poll_interval: float = 1.0, limit: int = DEFAULT_BATCH_SIZE) -> None:
         """Send batches until ``stop`` is set; a batch in flight is finished first.
 
-        Waits ``poll_interval`` seconds when nothing was due. Every ``CHATOPS_LEASE_SECONDS / 4`` puts back in
-        the queue the rows whose send lease ran out (their sender died or lost the database). Never raises an
-        Exception: a database outage is
-        logged once (per process) and retried with exponential backoff, any other failure is logged (with its
-        traceback unless it is one of ours) and retried with backoff too. Beats ``heartbeat`` on every iteration.
+        Waits ``poll_interval`` seconds when nothing was due, or with ``wakeups`` until new replies are announced
+        (at most ``CHATOPS_POLL_SECONDS`` while notifications arrive: :mod:`chatops.db.wakeups`). Every
+        ``CHATOPS_LEASE_SECONDS / 4`` puts back in the queue the rows whose send lease ran out (their sender died or
+        lost the database). Never raises an Exception: a database outage is logged once (per process) and retried
+        with exponential backoff, any other failure is logged (with its traceback unless it is one of ours) and
+        retried with backoff too. Beats ``heartbeat`` on every iteration.
         """
         last_recovery: datetime | None = None
         sweep_every = self._lease / 4
@@ -243,6 +248,7 @@ class OutboxSender:
             # Past this promise /readyz reports the sender stuck and its send leases are no longer renewed.
             self.heartbeat.beat(within=self._stuck_after)
             handled = 0
+            since = self._wakeups.generation("outbox") if self._wakeups is not None else 0
             try:
                 now = self._clock()
                 if last_recovery is None or now - last_recovery >= sweep_every:
@@ -276,6 +282,12 @@ class OutboxSender:
                 trouble.succeeded()
                 self._outage.up()
                 wait = 0.0 if handled else poll_interval
+                if not handled and self._wakeups is not None:
+                    timeout = min(self._fallback_poll, sweep_every.total_seconds())
+                    timeout = timeout if self._wakeups.listening else poll_interval
+                    self.heartbeat.beat(within=timeout)
+                    self._wakeups.wait("outbox", since=since, timeout=timeout, stop=stop)
+                    continue
             if wait:
                 self.heartbeat.beat(within=wait)
                 stop.wait(wait)
@@ -351,6 +363,12 @@ class OutboxSender:
             self._engine, row.id, next_attempt_at=now + timedelta(seconds=delay), error_code=None, error=error, now=now
         )
         self._count(row, "retry")
+        self._retry_due(delay)
+
+    def _retry_due(self, delay: float) -> None:
+        """Wake this sender when a retry falls due, rather than at the next fallback poll."""
+        if self._wakeups is not None:
+            self._wakeups.wake("outbox", after=delay)
 
     def _deliver_row(self, row: OutboundRow) -> None:
         with self._lock:
@@ -458,6 +476,7 @@ class OutboxSender:
                 now=now,
             )
             self._count(row, "retry", exc.code)
+            self._retry_due(delay)
         else:
             reason = exc.message if not exc.transient else f"gave up after {row.attempts} attempts: {exc.message}"
             logger.warning("outbound %d failed: %s", row.id, reason)

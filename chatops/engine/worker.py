@@ -41,6 +41,7 @@ from chatops.db.inbox import (
     recent_turns,
     release_conversation,
 )
+from chatops.db.wakeups import Wakeups
 from chatops.engine.flood import FloodControl
 from chatops.engine.handoff import expire_handoffs
 from chatops.engine.leases import LeaseKeeper
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(minutes=5)
 HANDOFF_SWEEP = timedelta(seconds=30)  # how often a worker looks for handoffs that timed out
+IDLE_POLL_SECONDS = 0.2  # an idle worker looks for work this often without wake-ups (SQLite; PostgreSQL cut off)
 NOT_ANSWERED_KINDS = frozenset({"reaction"})  # stored for the record; a reaction is not a question
 
 
@@ -83,6 +85,7 @@ class Worker:
         outage: DatabaseOutage | None = None,
         leases: LeaseKeeper | None = None,
         runtime_source: Callable[[], BotRuntime] | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.runtime = runtime
         self.runtime_source = runtime_source  # after a bot reload: the new runtime (chatops.engine.reload)
@@ -95,6 +98,7 @@ class Worker:
         self.on_rate_limited = on_rate_limited  # told how many messages bot.rate_limit held back (for /metrics)
         self.outage = outage or DatabaseOutage()
         self.leases = leases
+        self.wakeups = wakeups
         self.heartbeat = Heartbeat()
         self.flood = FloodControl(settings.rate_limit_storage)  # stages.yaml bot.rate_limit
         self._unreleased: Conversation | None = None  # its release failed (database down): give it back first
@@ -127,8 +131,11 @@ class Worker:
                 self._release(conversation)
         return True
 
-    def run(self, stop: threading.Event, *, idle_wait: float = 0.2) -> None:
+    def run(self, stop: threading.Event, *, idle_wait: float = IDLE_POLL_SECONDS) -> None:
         """Work until ``stop`` is set; the turn in progress finishes and its lease is released.
+
+        Idle, it waits ``idle_wait`` seconds before looking again, or with ``wakeups`` until new messages are
+        announced (at most ``CHATOPS_POLL_SECONDS`` while notifications arrive: :mod:`chatops.db.wakeups`).
 
         Never raises an Exception: a database outage and a failure outside a turn are retried with exponential
         backoff (the outage is logged once per process, a failure with its traceback). Beats ``heartbeat`` on
@@ -141,6 +148,7 @@ class Worker:
         while not stop.is_set():
             # Past this promise /readyz reports the thread stuck and the lease keeper stops renewing its lease.
             self.heartbeat.beat(within=self.settings.stuck_seconds)
+            since = self.wakeups.generation("inbox") if self.wakeups is not None else 0
             try:
                 busy = self.work_once()
                 # After a successful claim only, so that an outage costs these no extra failed connections.
@@ -160,6 +168,11 @@ class Worker:
                 trouble.succeeded()
                 self.outage.up()
                 wait = 0.0 if busy else idle_wait
+                if not busy and self.wakeups is not None:
+                    timeout = self.settings.poll_seconds if self.wakeups.listening else idle_wait
+                    self.heartbeat.beat(within=timeout)
+                    self.wakeups.wait("inbox", since=since, timeout=timeout, stop=stop)
+                    continue
             if wait:
                 self.heartbeat.beat(within=wait)
                 stop.wait(wait)
@@ -297,6 +310,8 @@ class Worker:
                 exc_info=exc,
             )
             defer_messages(self.db, [p.id for p in batch], error=error, available_at=now + delay)
+            if self.wakeups is not None:  # retried when due, not at the next fallback poll
+                self.wakeups.wake("inbox", after=delay.total_seconds())
             if self.on_turn is not None:
                 self.on_turn("retried", 0.0)
             return
