@@ -115,7 +115,7 @@ def test_results_are_appended_and_the_readme_table_replaced(tmp_path: Path) -> N
 def test_discovery_finds_every_benchmark_and_what_it_needs() -> None:
     benchmarks = harness.discover()
     names = [b.name for b in benchmarks]
-    names_in_order = ["startup", "lint", "webhooks", "gunicorn_processes", "end_to_end", "scale", "replay"]
+    names_in_order = ["startup", "lint", "webhooks", "gunicorn_processes", "end_to_end", "scale", "wakeups", "replay"]
     assert names == [*names_in_order, "convtest", "memory"]
     chosen = harness.select(benchmarks, ["memory"])
     assert [b.name for b in chosen] == ["webhooks", "end_to_end", "memory"]
