@@ -106,10 +106,9 @@ def _latencies(graph: FakeGraphAPI, url: str, bodies: list[SignedBody]) -> tuple
     acks: list[float] = []
     replies: list[float] = []
     problems: list[str] = []
-    requests = graph.requests
     with httpx.Client(timeout=10) as client:
         for index, signed in enumerate(bodies):
-            seen = sum(1 for r in list(requests) if _is_reply(r))
+            seen = sum(1 for r in graph.requests if _is_reply(r))
             started = time.perf_counter()
             response = client.post(
                 url,
@@ -122,7 +121,7 @@ def _latencies(graph: FakeGraphAPI, url: str, bodies: list[SignedBody]) -> tuple
                 continue
             acks.append((acknowledged - started) * 1000)
             deadline = acknowledged + 10.0
-            while sum(1 for r in list(requests) if _is_reply(r)) <= seen and time.perf_counter() < deadline:
+            while sum(1 for r in graph.requests if _is_reply(r)) <= seen and time.perf_counter() < deadline:
                 time.sleep(0.0005)
             if time.perf_counter() >= deadline:
                 problems.append(f"webhook {index}: no reply within 10 s")

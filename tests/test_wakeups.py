@@ -124,7 +124,8 @@ def test_a_write_that_stored_messages_notifies_the_workers_and_a_turn_the_sender
     listening: Any, db: sa.Engine
 ) -> None:
     assert store_events(db, [text("wamid.N1")], now=START, debounce=1.5).inserted == 1
-    assert notifications(listening) == [("chatops_inbox", "1.5")]  # the payload: seconds until due
+    token = wakeups_for(db).token  # names the process (its own listener leaves them out)
+    assert notifications(listening) == [("chatops_inbox", f"1.5:{token}")]  # the payload: seconds until due
     assert store_events(db, [text("wamid.N1")], now=START).duplicates == 1
     assert notifications(listening, wait=0.2) == []  # a redelivery creates no work
 
@@ -142,4 +143,4 @@ def test_a_write_that_stored_messages_notifies_the_workers_and_a_turn_the_sender
         turn=None,
         replies=(OutboundMessage(text="hello"),),
     )
-    assert notifications(listening) == [("chatops_outbox", "0.0")]
+    assert notifications(listening) == [("chatops_outbox", f"0.0:{token}")]

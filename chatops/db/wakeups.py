@@ -5,7 +5,7 @@ reads :meth:`Wakeups.generation` before it looks for work and, finding none, cal
 generation: whatever was announced in between is not missed.
 
 - PostgreSQL: after a commit that created work, :func:`announce` wakes this process' loops at once and hands a
-  ``NOTIFY chatops_<topic>`` to the process' notifier thread, which sends it on a connection of its own: the
+  ``NOTIFY chatops_<topic>`` to the process' notifier thread, which sends it on a pooled connection: the
   webhook never waits for it, and announcements made while one NOTIFY is in flight share the next one (a burst of
   webhooks costs a handful). Not in the write's own transaction: PostgreSQL serialises the commits of notifying
   transactions (a global lock held through the WAL flush), which would cap every webhook write at one commit
@@ -25,11 +25,11 @@ docs/scaling.md ("Wake-ups") describes it for operators.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 TOPICS = ("inbox", "outbox")
 CHANNEL_PREFIX = "chatops_"  # LISTEN/NOTIFY channel of a topic: chatops_inbox, chatops_outbox
 _SLICE = 1.0  # a waiting loop looks at its stop event at least this often (Background.stop wakes it sooner)
+_NOTIFIER_IDLE = 30.0  # seconds without announcements before the notifier thread ends
 _MAX_TIMERS = 1024  # timed wake-ups kept per topic; beyond that the fallback poll finds the work
 
 
@@ -45,18 +46,19 @@ class Wakeups:
     """The wake-ups of one database in this process (see :func:`wakeups_for`). Thread-safe."""
 
     def __init__(self, engine: sa.Engine | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
+        # Weak: the registry maps engines to their Wakeups, and a value that held its key would keep it for ever.
+        self._engine = weakref.ref(engine) if engine is not None and engine.dialect.name == "postgresql" else None
         self._clock = clock
         self._condition = threading.Condition()
         self._generation = dict.fromkeys(TOPICS, 0)
         self._timers: dict[str, list[float]] = {topic: [] for topic in TOPICS}
         self.listening = False  # a LISTEN connection is up: notifications from other processes arrive
-        # PostgreSQL: what the notifier thread has to send, and the backend it sends from (the listener of this
-        # process ignores those notifications: announce() already woke its loops).
+        # PostgreSQL: what the notifier thread has to send.
         self._to_notify: set[tuple[str, float]] = set()
         self._notify_ready = threading.Event()
         self._notifier: threading.Thread | None = None
-        self.notifier_pid: int | None = None
+        # Rides on this process' notifications: its listener ignores them (announce() woke its loops already).
+        self.token = secrets.token_hex(6)
 
     def announce(self, topic: str, *, after: float = 0.0) -> None:
         """New work on ``topic`` (committed), due in ``after`` seconds: wake this process' loops and, on
@@ -116,45 +118,34 @@ class Wakeups:
                 self._condition.wait(max(until - now, 0.0))
 
     def _notify_loop(self) -> None:
-        """Send what was announced, one statement for everything announced since the last one; for ever.
+        """Send what was announced, one statement for everything announced since the last one; the thread ends
+        after :data:`_NOTIFIER_IDLE` seconds without announcements (the next one starts it again).
 
         A NOTIFY that fails is not retried: the loops of the other processes find the work at their fallback poll.
         """
-        connection: Any = None
         while True:
-            self._notify_ready.wait()
+            self._notify_ready.wait(_NOTIFIER_IDLE)
             self._notify_ready.clear()
             with self._condition:
                 batch, self._to_notify = sorted(self._to_notify), set()
-            if not batch:
+                if not batch and not self._notify_ready.is_set():
+                    self._notifier = None
+                    return
+            engine = self._engine() if self._engine is not None else None
+            if not batch or engine is None:
                 continue
+            payloads = [
+                value for topic, after in batch for value in (CHANNEL_PREFIX + topic, f"{after!r}:{self.token}")
+            ]
             try:
-                if connection is None:
-                    connection = self._connect()
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT " + ", ".join("pg_notify(%s, %s)" for _ in batch),
-                        [value for topic, after in batch for value in (CHANNEL_PREFIX + topic, repr(after))],
+                # A pooled connection: nothing is held between bursts. BEGIN, the SELECT and COMMIT in one round
+                # trip each; the notifications leave on COMMIT.
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(
+                        "SELECT " + ", ".join("pg_notify(%s, %s)" for _ in batch), tuple(payloads)
                     )
             except Exception as exc:
                 log.debug("wake-ups: NOTIFY failed (the fallback poll finds the work): %s", exc)
-                if connection is not None:
-                    try:
-                        connection.close()
-                    except Exception:  # already broken
-                        log.debug("wake-ups: closing the notifier's connection failed", exc_info=True)
-                connection = None
-                self.notifier_pid = None
-
-    def _connect(self) -> Any:
-        """A connection of the notifier's own, outside the pool, in autocommit."""
-        assert self._engine is not None
-        raw = self._engine.raw_connection()
-        raw.detach()
-        connection: Any = raw.dbapi_connection
-        connection.autocommit = True
-        self.notifier_pid = connection.info.backend_pid
-        return connection
 
 
 _REGISTRY: weakref.WeakKeyDictionary[sa.Engine, Wakeups] = weakref.WeakKeyDictionary()

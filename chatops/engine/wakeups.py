@@ -84,8 +84,9 @@ class Listener:
                 for notification in connection.notifies:
                     topic = notification.channel.removeprefix(CHANNEL_PREFIX)
                     # This process' own announcements woke its loops already (Wakeups.announce).
-                    if topic in TOPICS and notification.pid != self.wakeups.notifier_pid:
-                        self.wakeups.wake(topic, after=_delay(notification.payload))
+                    after, _, token = notification.payload.partition(":")
+                    if topic in TOPICS and token != self.wakeups.token:
+                        self.wakeups.wake(topic, after=_delay(after))
                 connection.notifies.clear()
         finally:
             self.wakeups.listening = False
@@ -95,10 +96,10 @@ class Listener:
                 log.debug("wake-up listener: closing its connection: %s", exc)
 
 
-def _delay(payload: str) -> float:
-    """Seconds until the announced work is due (the payload of our notifications); 0 for anything else."""
+def _delay(text: str) -> float:
+    """Seconds until the announced work is due (our payloads: ``<seconds>:<token>``); 0 for anything else."""
     try:
-        return max(float(payload or 0), 0.0)
+        return max(float(text or 0), 0.0)
     except ValueError:
         return 0.0
 
