@@ -27,6 +27,7 @@ from chatops.channels.events import OutboundMessage
 from chatops.config.bot_schema import BotDefinition
 from chatops.db.conversations import get_conversation
 from chatops.db.tables import conversations, inbound_messages, outbound_messages
+from chatops.db.wakeups import announce
 from chatops.errors import ChatopsError, TemplateError
 from chatops.templating.builtin import user_variables
 from chatops.templating.providers import UserInfo
@@ -119,6 +120,7 @@ def send_operator_message(
                 updated_at=now,
             )
         )
+    announce(db, "outbox")  # the sender takes it at once instead of at its next fallback poll
     return int(outbound_id)
 
 
@@ -182,7 +184,10 @@ def hand_back(
         raise HandoffError(f"stage {target!r} hands the conversation to a person again", hint="choose another stage")
     if isinstance(db, sa.Engine):
         with db.begin() as connection:
-            return hand_back(connection, bot, conversation_id, now=now, stage=target, answer_latest=answer_latest)
+            result = hand_back(connection, bot, conversation_id, now=now, stage=target, answer_latest=answer_latest)
+        if result.kept:
+            announce(db, "inbox")  # the message kept for the bot is answered at once
+        return result
     connection = db
     get_conversation(connection, conversation_id)
     i = inbound_messages.c
@@ -230,6 +235,8 @@ def expire_handoffs(db: sa.Engine, bot: BotDefinition, *, now: datetime) -> list
                 done.append(
                     hand_back(connection, bot, conversation_id, now=now, stage=spec.handoff_return, answer_latest=True)
                 )
+    if any(back.kept for back in done):
+        announce(db, "inbox")
     return done
 
 
