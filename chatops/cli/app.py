@@ -24,6 +24,8 @@ from chatops.cli.choices import choice_metavar, choice_parser
 from chatops.errors import ChatopsError, ConfigError
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from chatops.config.settings import Settings
 
 GLOBAL_OPTIONS_PANEL = "Global options (also accepted before the command)"
@@ -134,6 +136,14 @@ def main_options(
     given after the command, where they win over the same option given before it.
     """
     ctx.obj = {"stages": stages, "database_url": database_url, "log_level": log_level, "log_format": log_format}
+
+
+def database_engine(ctx: typer.Context) -> sa.Engine:
+    """An engine on the settings' database with one connection: what a one-shot command (keys, users …) needs."""
+    from chatops.db.connect import create_db_engine
+
+    settings = settings_from(ctx, uses=("database_url", "log_level"))
+    return create_db_engine(settings.database_url, pool_size=1)
 
 
 def settings_from(ctx: typer.Context, *, uses: Collection[str] | None = None, **overrides: Any) -> Settings:

@@ -40,3 +40,6 @@ def choice_parser(choices: Iterable[T]) -> Callable[[Any], T]:
 def choice_metavar(choices: Iterable[object]) -> str:
     """``[text|json|github]``, the way help shows the choices."""
     return "[" + "|".join(_word(choice) for choice in choices) + "]"
+
+
+ROLES = ("viewer", "operator", "admin")  # chatops.web.auth.Role's values, without importing the web layer here

@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from chatops.cli import output
-from chatops.cli.choices import choice_metavar, choice_parser
+from chatops.cli.choices import ROLES, choice_metavar, choice_parser
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from chatops.db.api_keys import ApiKey, NewKey
-
-ROLES = ("viewer", "operator", "admin")
 
 keys_app = typer.Typer(
     name="keys",
@@ -26,11 +24,9 @@ keys_app = typer.Typer(
 
 
 def _engine(ctx: typer.Context) -> sa.Engine:
-    from chatops.cli.app import settings_from
-    from chatops.db.connect import create_db_engine
+    from chatops.cli.app import database_engine
 
-    settings = settings_from(ctx, uses=("database_url", "log_level"))
-    return create_db_engine(settings.database_url, pool_size=1)
+    return database_engine(ctx)
 
 
 def _expires(value: str | None) -> timedelta | None:

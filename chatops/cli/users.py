@@ -9,14 +9,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from chatops.cli import output
-from chatops.cli.choices import choice_metavar, choice_parser
+from chatops.cli.choices import ROLES, choice_metavar, choice_parser
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from chatops.db.staff import StaffAccount
-
-ROLES = ("viewer", "operator", "admin")
 
 users_app = typer.Typer(
     name="users",
@@ -27,11 +25,9 @@ users_app = typer.Typer(
 
 
 def _engine(ctx: typer.Context) -> sa.Engine:
-    from chatops.cli.app import settings_from
-    from chatops.db.connect import create_db_engine
+    from chatops.cli.app import database_engine
 
-    settings = settings_from(ctx, uses=("database_url", "log_level"))
-    return create_db_engine(settings.database_url, pool_size=1)
+    return database_engine(ctx)
 
 
 def _now() -> datetime:
