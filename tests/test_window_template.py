@@ -16,7 +16,8 @@ from chatops.channels.graph import GraphClient
 from chatops.config.bot import load_bot
 from chatops.config.settings import load_settings
 from chatops.db.tables import outbound_messages
-from chatops.engine.runtime import build_runtime, whatsapp_template
+from chatops.engine.reload import reload_bot
+from chatops.engine.runtime import Background, build_runtime, whatsapp_template
 from chatops.engine.sender import OutboxSender
 from chatops.engine.worker import Worker
 from chatops.web.app import create_app
@@ -106,3 +107,40 @@ def test_parameters_that_do_not_render_are_never_sent_as_jinja(
             "for this reply (see the worker's log)",
         )
     ]
+
+
+def test_a_bot_reload_changes_the_template_the_running_sender_sends(
+    tmp_path: Path, database_url: str, db: sa.Engine, fake: FakeGraphAPI
+) -> None:
+    """The sender of a running process asks the current definition: after `POST /bot/reload` (or `chatops`'s
+    reload in any process) a reply outside the window goes out as the new template, without a restart."""
+    stages = write_bot(tmp_path)
+    original = stages.read_text()
+    stages.write_text(original + "whatsapp_template:\n  name: follow_up\n")
+    settings = load_settings(
+        database_url=database_url,
+        stages=stages,
+        templates_dir=tmp_path / "templates",
+        whatsapp_app_secret=APP_SECRET,
+        whatsapp_verify_token=VERIFY_TOKEN,
+        whatsapp_access_token=ACCESS_TOKEN,
+        graph_api_url=fake.graph_api_url,
+        ai="offline",
+    )
+    bot = load_bot(stages)
+    clock = Clock()
+    webhook = Webhook(create_app(settings, bot, db=db, clock=clock).test_client())
+    background = Background(settings, bot, db, workers=1, clock=clock)
+    background.holder.watch.interval = 0.0  # look for a reload at every turn and send, not every 2 s
+    try:
+        assert webhook.post(whatsapp_text("hi", timestamp=int(clock().timestamp()))).status_code == 200
+        assert background.workers[0].work_once()
+        stages.write_text(original + "whatsapp_template:\n  name: follow_up_v2\n")
+        reload_bot(db, settings, actor="test", now=clock())
+        clock.advance(timedelta(hours=25).total_seconds())
+        background.sender.send_due()
+    finally:
+        background.stop(timeout=5)
+
+    sent = [request.body["template"]["name"] for request in fake.requests if request.body.get("type") == "template"]
+    assert sent == ["follow_up_v2"]

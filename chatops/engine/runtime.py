@@ -112,7 +112,7 @@ class Background:
         )
         # A bot reload (chatops.engine.reload) swaps the workers' runtime between turns.
         self.holder = RuntimeHolder(
-            self.runtime, ReloadWatch(db, settings), partial(build_runtime, settings, on_ai=on_ai)
+            self.runtime, ReloadWatch(db, settings, baseline=True), partial(build_runtime, settings, on_ai=on_ai)
         )
         self.wakeups = wakeups_for(db)
         # PostgreSQL tells every process of new work (LISTEN/NOTIFY); SQLite wakes only this process' loops.
@@ -137,7 +137,8 @@ class Background:
             settings,
             db,
             GraphClient.from_settings(settings, self.http),
-            template=whatsapp_template(bot),
+            # The current definition's template: a bot reload changes it as it changes the workers' stages.
+            template_source=lambda: whatsapp_template(self.holder.current().bot),
             clock=clock,
             outage=self.outage,
             leases=self.leases,

@@ -132,11 +132,12 @@ class OutboxSender:
     """Delivers the outbox through ``graph``; one per process (several processes may share PostgreSQL).
 
     ``template`` is the approved WhatsApp template (kind ``template``) sent instead of a free-form message when
-    the 24-hour window is closed. ``clock`` and ``random`` (jitter, uniform in [0, 1)) are injectable for tests;
-    ``token_source`` re-reads a channel's token while the channel is paused or has none (default: the
-    environment and ``.env``), every ``token_check_interval`` seconds. ``concurrency`` threads send rows of
-    different conversations at once; ``on_send`` is told how each row ended (:data:`OnSend`). Call
-    :meth:`close` (or use ``with``) to stop the thread pool.
+    the 24-hour window is closed; ``template_source``, when given, is asked for it at each such send instead, so a
+    bot reload (stages.yaml ``whatsapp_template``) takes effect without a restart. ``clock`` and ``random``
+    (jitter, uniform in [0, 1)) are injectable for tests; ``token_source`` re-reads a channel's token while the
+    channel is paused or has none (default: the environment and ``.env``), every ``token_check_interval`` seconds.
+    ``concurrency`` threads send rows of different conversations at once; ``on_send`` is told how each row ended
+    (:data:`OnSend`). Call :meth:`close` (or use ``with``) to stop the thread pool.
     """
 
     def __init__(
@@ -146,6 +147,7 @@ class OutboxSender:
         graph: GraphClient,
         *,
         template: OutboundMessage | None = None,
+        template_source: Callable[[], OutboundMessage | None] | None = None,
         clock: Clock = _utc_now,
         random: Callable[[], float] = _uniform,
         token_source: TokenSource = settings_token_source,
@@ -165,7 +167,7 @@ class OutboxSender:
             )
         self._engine = engine
         self._graph = graph
-        self._template = template
+        self._template_source = template_source or (lambda: template)
         self._clock = clock
         self._random = random
         self._token_source = token_source
@@ -379,12 +381,13 @@ class OutboxSender:
             return
         message = row.body
         if message.kind != "template" and self._outside_window(row):
-            if row.channel != "whatsapp" or self._template is None:
+            template = self._template_source()
+            if row.channel != "whatsapp" or template is None:
                 logger.info("outbound %d not sent: %s", row.id, OUTSIDE_WINDOW_ERROR)
                 mark_failed(self._engine, row.id, error_code=None, error=OUTSIDE_WINDOW_ERROR, now=self._clock())
                 self._count(row, "failed")
                 return
-            window = window_message(self._template, row.body)
+            window = window_message(template, row.body)
             if window is None:
                 error = f"{OUTSIDE_WINDOW_ERROR}; {UNRENDERED_PARAMS}"
                 logger.warning("outbound %d not sent: %s", row.id, error)
@@ -395,7 +398,7 @@ class OutboxSender:
                 "outbound %d: %s, sending template %r instead",
                 row.id,
                 OUTSIDE_WINDOW_ERROR,
-                self._template.template_name,
+                template.template_name,
             )
             message = window
         try:
