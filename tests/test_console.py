@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from chatops.cli.app import app as cli
 from chatops.db import audit
 from chatops.db.staff import create_account, list_accounts
 from chatops.db.tables import conversations, outbound_messages, staff_sessions
+from chatops.web.console import pages
 from tests.admin import ROLES
 from tests.console import PASSWORD, ConsoleHarness, staff_email
 from tests.fakes.graph_api import FakeGraphAPI
@@ -205,6 +209,65 @@ def test_inbox_shows_waiting_first_with_how_long_and_filters(console: ConsoleHar
     assert "Nobody is waiting" in rows.text
     assert "<html" not in rows.text
     assert client.get("/console/?channel=messenger").text.count("conversation-link") == 0
+
+
+def test_the_longest_waiting_come_first_and_older_conversations_page(
+    console: ConsoleHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the page sizes: the inbox keeps the longest waits (not the latest updates), counts every waiting
+    conversation, and pages through the others with an "Older conversations" link."""
+    monkeypatch.setattr(pages, "WAITING_LIMIT", 2)
+    monkeypatch.setattr(pages, "OTHERS_LIMIT", 2)
+    now = console.clock()
+    with console.db.begin() as connection:
+        for minutes, user in ((30, "waited-30"), (20, "waited-20"), (10, "waited-10")):
+            since = now - timedelta(minutes=minutes)
+            connection.execute(
+                sa.insert(conversations).values(
+                    channel="whatsapp",
+                    account_id="1",
+                    user_id=user,
+                    user_name=user,
+                    mode="human",
+                    state={},
+                    last_inbound_at=since,
+                    created_at=since,
+                    updated_at=since,
+                )
+            )
+        for minutes, user in ((1, "bot-1"), (2, "bot-2"), (3, "bot-3")):
+            connection.execute(
+                sa.insert(conversations).values(
+                    channel="whatsapp",
+                    account_id="1",
+                    user_id=user,
+                    user_name=user,
+                    mode="bot",
+                    state={},
+                    created_at=now,
+                    updated_at=now - timedelta(minutes=minutes),
+                )
+            )
+    client = console.login("viewer")
+
+    page = client.get("/console/")
+    waiting, _, others = page.text.partition("Other conversations")
+    assert ["waited-30" in waiting, "waited-20" in waiting, "waited-10" in waiting] == [True, True, False]
+    assert waiting.index("waited-30") < waiting.index("waited-20")
+    assert 'data-waiting="3">3<' in waiting
+    assert "The 2 who have waited longest are shown" in waiting
+    assert 'id="waiting-count" title="waiting for a person">3<' in page.text
+    assert ["bot-1" in others, "bot-2" in others, "bot-3" in others] == [True, True, False]
+    older = re.search(r'<a rel="next" href="([^"]+)">Older conversations</a>', others)
+    assert older is not None
+
+    second = client.get(html.unescape(older.group(1))).text.partition("Other conversations")[2]
+    assert ["bot-1" in second, "bot-2" in second, "bot-3" in second] == [False, False, True]
+    assert "Older conversations" not in second
+    assert ">Newest</a>" in second
+    assert "bot-1" in client.get("/console/?cursor=not-a-cursor").text  # an edited link starts at the newest
+    rows = client.get("/console/inbox/rows", headers={"X-Console-Fragment": "1"})
+    assert rows.headers["X-Waiting-Count"] == "3"
 
 
 def test_conversation_page_shows_thread_buttons_ticks_traces_state_and_window(

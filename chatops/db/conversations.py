@@ -92,14 +92,48 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         ) from None
 
 
+# Literal, not bound values: the planners (SQLite's above all) use the partial index ix_conversations_handed_off
+# only when the query's condition visibly implies the index's.
+HANDED_OFF = sa.text("conversations.mode IN ('human', 'paused')")
+
+
 def waiting_clause() -> sa.ColumnElement[bool]:
     """A person has the conversation and the user wrote after the last operator message."""
     c = conversations.c
     return sa.and_(
-        c.mode.in_(("human", "paused")),
+        HANDED_OFF,
         c.last_inbound_at.is_not(None),
         sa.or_(c.last_operator_at.is_(None), c.last_inbound_at > c.last_operator_at),
     )
+
+
+@dataclass(frozen=True)
+class WaitingList:
+    items: list[dict[str, Any]]  # longest wait first
+    total: int  # how many wait in all (``items`` holds at most the limit)
+
+
+def waiting_conversations(db: sa.Engine, *, filters: ConversationFilter, limit: int) -> WaitingList:
+    """Conversations waiting for a person under ``filters`` (its ``waiting`` is ignored), longest wait first.
+
+    Both queries read only the partial index of handed-off conversations, whatever the number of bot ones.
+    """
+    c = conversations.c
+    where = [waiting_clause()]
+    where += [conversations.c[name] == value for name, value in _equal_filters(filters)]
+    rows = sa.select(*_SUMMARY).where(*where).order_by(c.last_inbound_at, c.id).limit(limit)
+    total = sa.select(sa.func.count()).select_from(conversations).where(*where)
+    with db.connect() as connection:
+        items = [dict(row._mapping) for row in connection.execute(rows)]
+        return WaitingList(items, len(items) if len(items) < limit else connection.execute(total).scalar_one())
+
+
+def _equal_filters(filters: ConversationFilter) -> list[tuple[str, str]]:
+    return [
+        (name, value)
+        for name, value in (("channel", filters.channel), ("stage", filters.stage), ("mode", filters.mode))
+        if value is not None
+    ]
 
 
 def list_conversations(
@@ -108,9 +142,8 @@ def list_conversations(
     """One page of conversations, newest update first. Raises InvalidCursorError."""
     c = conversations.c
     query = sa.select(*_SUMMARY).order_by(c.updated_at.desc(), c.id.desc()).limit(limit + 1)
-    for column, value in (("channel", filters.channel), ("stage", filters.stage), ("mode", filters.mode)):
-        if value is not None:
-            query = query.where(conversations.c[column] == value)
+    for column, value in _equal_filters(filters):
+        query = query.where(conversations.c[column] == value)
     if filters.waiting is not None:
         query = query.where(waiting_clause() if filters.waiting else sa.not_(waiting_clause()))
     if filters.updated_since is not None:

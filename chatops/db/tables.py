@@ -75,6 +75,14 @@ conversations = sa.Table(
     sa.Column("last_operator_at", UTCDateTime()),  # the last operator message
     sa.UniqueConstraint("channel", "account_id", "user_id"),
     sa.Index("ix_conversations_updated_at", "updated_at", "id"),  # the admin API's list and its cursor
+    # The console's waiting list, longest wait first: only conversations a person has (migration 0007).
+    sa.Index(
+        "ix_conversations_handed_off",
+        "last_inbound_at",
+        "id",
+        postgresql_where=sa.text("mode IN ('human', 'paused')"),
+        sqlite_where=sa.text("mode IN ('human', 'paused')"),
+    ),
     sa.CheckConstraint("mode IN ('bot', 'human', 'paused')", name="mode"),
 )
 

@@ -12,7 +12,13 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template, request
 
-from chatops.db.conversations import ConversationFilter, conversation_detail, list_conversations
+from chatops.db.conversations import (
+    ConversationFilter,
+    InvalidCursorError,
+    conversation_detail,
+    list_conversations,
+    waiting_conversations,
+)
 from chatops.db.notes import list_notes
 from chatops.db.thread import outbound_bodies, turn_traces
 from chatops.web.auth import Role
@@ -56,31 +62,40 @@ def _filters() -> dict[str, str | None]:
 
 
 def inbox_data() -> dict[str, Any]:
-    """Waiting conversations (longest wait first) and the others (newest first), under the request's filters."""
+    """Under the request's filters: the :data:`WAITING_LIMIT` longest-waiting conversations and how many wait, and
+    a page of the others (newest first; ``?cursor=`` from the previous page's "Older" link)."""
     state = web_state(current_app)
     filters = _filters()
-
-    def conversations(waiting: bool, limit: int) -> list[dict[str, Any]]:
-        chosen = ConversationFilter(
-            channel=filters["channel"], stage=filters["stage"], mode=filters["mode"], waiting=waiting
-        )
-        return list_conversations(state.db, filters=chosen, limit=limit).items
-
-    waiting = conversations(True, WAITING_LIMIT)
-    waiting.sort(key=lambda row: row["last_inbound_at"])
-    others = conversations(False, OTHERS_LIMIT)
-    return {"waiting": waiting, "others": others, "filters": filters, "now": state.clock()}
+    chosen = ConversationFilter(channel=filters["channel"], stage=filters["stage"], mode=filters["mode"])
+    waiting = waiting_conversations(state.db, filters=chosen, limit=WAITING_LIMIT)
+    others_filter = ConversationFilter(channel=chosen.channel, stage=chosen.stage, mode=chosen.mode, waiting=False)
+    cursor = request.args.get("cursor") or None
+    try:
+        others = list_conversations(state.db, filters=others_filter, limit=OTHERS_LIMIT, cursor=cursor)
+    except InvalidCursorError:  # an edited or stale link: start at the newest
+        cursor = None
+        others = list_conversations(state.db, filters=others_filter, limit=OTHERS_LIMIT)
+    return {
+        "waiting": waiting.items,
+        "waiting_total": waiting.total,
+        "others": others.items,
+        "older": others.next_cursor,
+        "paged": cursor is not None,
+        "filters": filters,
+        "filter_args": {name: value for name, value in filters.items() if value},  # for the paging links
+        "now": state.clock(),
+    }
 
 
 def waiting_count() -> int:
     """How many conversations wait for a person (any filter), for the badge in the header."""
     state = web_state(current_app)
-    return len(list_conversations(state.db, filters=ConversationFilter(waiting=True), limit=WAITING_LIMIT).items)
+    return waiting_conversations(state.db, filters=ConversationFilter(), limit=1).total
 
 
 def _rows_response(data: dict[str, Any]) -> Any:
     response = current_app.make_response(render_template("console/_inbox_rows.html", **data))
-    response.headers["X-Waiting-Count"] = str(len(data["waiting"]))
+    response.headers["X-Waiting-Count"] = str(data["waiting_total"])
     return response
 
 
