@@ -11,6 +11,8 @@ tests/test_wakeups_process.py.
 from __future__ import annotations
 
 import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -144,3 +146,18 @@ def test_a_write_that_stored_messages_notifies_the_workers_and_a_turn_the_sender
         replies=(OutboundMessage(text="hello"),),
     )
     assert notifications(listening) == [("chatops_outbox", f"0.0:{token}")]
+
+
+def test_a_process_that_exits_right_after_its_commit_still_notifies(listening: Any, database_url: str) -> None:
+    """A one-shot command (``chatops conversations reply``) announces and ends at once: the NOTIFY still leaves,
+    so the sender of a running server takes the operator's message now, not at its fallback poll."""
+    script = (
+        "import sys\n"
+        "from chatops.db.connect import create_db_engine\n"
+        "from chatops.db.wakeups import announce\n"
+        "announce(create_db_engine(sys.argv[1], pool_size=1), 'outbox')\n"  # the engine is dropped at once
+    )
+    finished = subprocess.run([sys.executable, "-c", script, database_url], capture_output=True, text=True, timeout=60)
+
+    assert finished.returncode == 0, finished.stderr
+    assert [channel for channel, _ in notifications(listening, wait=2.0)] == ["chatops_outbox"]

@@ -16,6 +16,9 @@ generation: whatever was announced in between is not missed.
   (work that becomes due by itself: a lease run out, a conversation handed back to the bot, a NOTIFY lost with a
   process that died right after its commit); while not listening (the database is away) they poll as often as
   without wake-ups.
+  A process that exits right after its commit (``chatops conversations reply``, any one-shot command) sends what
+  it announced before it ends: :func:`flush_all` runs at interpreter exit and waits up to
+  :data:`_EXIT_FLUSH_SECONDS` for the notifier thread.
 - SQLite: no notifications between processes; loops keep polling (``idle_poll``), and the writes of this process
   (``serve``: the webhook and the workers share it) wake them at once through :func:`announce`, as on PostgreSQL.
 
@@ -24,6 +27,7 @@ docs/scaling.md ("Wake-ups") describes it for operators.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import secrets
 import threading
@@ -40,6 +44,7 @@ CHANNEL_PREFIX = "chatops_"  # LISTEN/NOTIFY channel of a topic: chatops_inbox, 
 _SLICE = 1.0  # a waiting loop looks at its stop event at least this often (Background.stop wakes it sooner)
 _NOTIFIER_IDLE = 30.0  # seconds without announcements before the notifier thread ends
 _MAX_TIMERS = 1024  # timed wake-ups kept per topic; beyond that the fallback poll finds the work
+_EXIT_FLUSH_SECONDS = 2.0  # at exit, how long to wait for notifications still to be sent
 
 
 class Wakeups:
@@ -57,6 +62,10 @@ class Wakeups:
         self._to_notify: set[tuple[str, float]] = set()
         self._notify_ready = threading.Event()
         self._notifier: threading.Thread | None = None
+        self._in_flight = False  # the notifier thread is sending a batch
+        # The engine, held while there is something to send: a one-shot command may drop its engine right after
+        # the commit, and the weak reference alone would then lose the notification.
+        self._holding: sa.Engine | None = None
         # Rides on this process' notifications: its listener ignores them (announce() woke its loops already).
         self.token = secrets.token_hex(6)
 
@@ -68,6 +77,7 @@ class Wakeups:
             return
         with self._condition:
             self._to_notify.add((topic, round(after, 3)))
+            self._holding = self._engine()
             if self._notifier is None:
                 self._notifier = threading.Thread(target=self._notify_loop, name="chatops-notify", daemon=True)
                 self._notifier.start()
@@ -117,6 +127,12 @@ class Wakeups:
                 until = min(deadline, now + _SLICE, *timers)
                 self._condition.wait(max(until - now, 0.0))
 
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until everything announced so far has been sent (or failed to send);
+        True when nothing is left."""
+        with self._condition:
+            return self._condition.wait_for(lambda: not self._to_notify and not self._in_flight, timeout)
+
     def _notify_loop(self) -> None:
         """Send what was announced, one statement for everything announced since the last one; the thread ends
         after :data:`_NOTIFIER_IDLE` seconds without announcements (the next one starts it again).
@@ -131,21 +147,28 @@ class Wakeups:
                 if not batch and not self._notify_ready.is_set():
                     self._notifier = None
                     return
-            engine = self._engine() if self._engine is not None else None
-            if not batch or engine is None:
-                continue
-            payloads = [
-                value for topic, after in batch for value in (CHANNEL_PREFIX + topic, f"{after!r}:{self.token}")
-            ]
+                self._in_flight = bool(batch)
             try:
-                # A pooled connection: nothing is held between bursts. BEGIN, the SELECT and COMMIT in one round
-                # trip each; the notifications leave on COMMIT.
-                with engine.begin() as connection:
-                    connection.exec_driver_sql(
-                        "SELECT " + ", ".join("pg_notify(%s, %s)" for _ in batch), tuple(payloads)
-                    )
-            except Exception as exc:
-                log.debug("wake-ups: NOTIFY failed (the fallback poll finds the work): %s", exc)
+                self._send(batch)
+            finally:
+                with self._condition:
+                    self._in_flight = False
+                    if not self._to_notify:
+                        self._holding = None
+                    self._condition.notify_all()  # flush() waits for this
+
+    def _send(self, batch: list[tuple[str, float]]) -> None:
+        engine = self._holding
+        if not batch or engine is None:
+            return
+        payloads = [value for topic, after in batch for value in (CHANNEL_PREFIX + topic, f"{after!r}:{self.token}")]
+        try:
+            # A pooled connection: nothing is held between bursts. BEGIN, the SELECT and COMMIT in one round trip
+            # each; the notifications leave on COMMIT.
+            with engine.begin() as connection:
+                connection.exec_driver_sql("SELECT " + ", ".join("pg_notify(%s, %s)" for _ in batch), tuple(payloads))
+        except Exception as exc:
+            log.debug("wake-ups: NOTIFY failed (the fallback poll finds the work): %s", exc)
 
 
 _REGISTRY: weakref.WeakKeyDictionary[sa.Engine, Wakeups] = weakref.WeakKeyDictionary()
@@ -159,6 +182,17 @@ def wakeups_for(engine: sa.Engine) -> Wakeups:
         if found is None:
             found = _REGISTRY[engine] = Wakeups(engine)
         return found
+
+
+@atexit.register
+def flush_all(timeout: float = _EXIT_FLUSH_SECONDS) -> None:
+    """Send what this process announced and has not sent yet (at exit: a one-shot command's last commit would
+    otherwise wake the other processes only at their fallback poll). Waits ``timeout`` seconds at most."""
+    deadline = time.monotonic() + timeout
+    with _REGISTRY_LOCK:
+        pending = list(_REGISTRY.values())
+    for wakeups in pending:
+        wakeups.flush(max(deadline - time.monotonic(), 0.0))
 
 
 def announce(engine: sa.Engine, topic: str, *, after: float = 0.0) -> None:
