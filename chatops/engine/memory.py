@@ -25,9 +25,14 @@ from chatops.text import clean_value
 _MAX_DEPTH = 8
 
 
+def visible_values(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The names of ``state`` that templates and providers see (the engine's ``_`` names left out)."""
+    return {k: v for k, v in state.items() if not k.startswith(INTERNAL_PREFIX)}
+
+
 def visible(state: Mapping[str, Any]) -> Namespace:
     """The ``state`` namespace templates read (the engine's ``_`` names left out)."""
-    return Namespace("state", {k: v for k, v in state.items() if not k.startswith(INTERNAL_PREFIX)})
+    return Namespace("state", visible_values(state))
 
 
 def match_namespace(groups: Mapping[str, Any]) -> Namespace:

@@ -10,10 +10,10 @@ so the turn can always be stored and sent.
 
 Memory (``conversations.state``, see :mod:`chatops.engine.memory`): a turn starts from the conversation's state
 (empty after a session timeout); when a transition is taken the target stage's ``clear:`` applies, then the
-transition's ``set:`` (with ``match``, this turn's regex groups), then — whenever the stage answers — the stage's
-``set:`` (with its providers' variables). An ``extract:`` stage first lets the AI fill its fields
-(:mod:`chatops.engine.forms`) and asks until they are valid. The turn records the state before and after, and
-the extraction.
+transition's ``set:`` (with ``match``, this turn's regex groups). An ``extract:`` stage then lets the AI fill its
+fields (:mod:`chatops.engine.forms`) and asks until they are valid. Whenever the stage answers, its providers run
+(they read the state as it is at that point: ``ProviderContext.state``), then its ``set:`` (with their variables).
+The turn records the state before and after, and the extraction.
 """
 
 from __future__ import annotations
@@ -168,8 +168,16 @@ def handle_turn(
                 target, form = stage.on_invalid, None
                 stage = bot.stages[target]
                 state = memory.cleared(state, stage.clear)
+        asking = form is not None and form.ask is not None
         variables = runtime.variables.fetch(
-            conversation, message, stage_name=target, stage=stage, now=now, history=history
+            conversation,
+            message,
+            stage_name=target,
+            stage=stage,
+            now=now,
+            history=history,
+            state=state,
+            templates=_ask_templates(stage, form) if asking else None,
         )
         variables |= {"state": memory.visible(state), "match": match}
         if form is not None and form.ask is not None:
@@ -291,6 +299,13 @@ def _ask(runtime: BotRuntime, stage: Stage, form: forms.FormStep, variables: dic
     return _render(runtime, template, variables | {"form": forms.form_namespace(stage, form)}, trace)
 
 
+def _ask_templates(stage: Stage, form: forms.FormStep | None) -> tuple[str, ...]:
+    """The templates a form still asking renders: only their providers run (the reply's may need a field the form
+    is still asking for)."""
+    template = stage.ask_for(form.ask or "") if form is not None else None
+    return (template,) if template is not None else ()
+
+
 def _session_expired(
     bot: BotDefinition, conversation: Conversation, history: Sequence[PastTurn], now: datetime
 ) -> bool:
@@ -392,7 +407,7 @@ def _error_reply(
             continue
         try:
             variables = runtime.variables.fetch(
-                conversation, message, stage_name=name, stage=stage, now=now, templates=(stage.on_error,)
+                conversation, message, stage_name=name, stage=stage, now=now, templates=(stage.on_error,), state=state
             )
             variables |= {"state": memory.visible(state), "match": memory.match_namespace({})}
             return _render(runtime, stage.on_error, variables, trace)

@@ -9,13 +9,14 @@ snapshot can always be stored and sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from chatops.channels.events import InboundMessage
 from chatops.config.bot_schema import BotDefinition, Stage
 from chatops.db.inbox import Conversation, PastTurn
+from chatops.engine.memory import visible_values
 from chatops.errors import ProviderError
 from chatops.templating.builtin import message_variables
 from chatops.templating.providers import ConversationInfo, ProviderContext, ProviderRunner, UserInfo
@@ -43,12 +44,16 @@ class VariableSource:
         now: datetime,
         templates: Sequence[str] | None = None,
         history: Sequence[PastTurn] = (),
+        state: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Static, built-in and provider variables for ``stage`` (or for ``templates`` only, when given).
 
-        Raises ProviderError naming every provider that failed or timed out.
+        ``state`` is the conversation's memory the providers may read (``ProviderContext.state``; the engine's own
+        ``_`` names are left out). Raises ProviderError naming every provider that failed or timed out.
         """
-        context = self.context(conversation, message, now=now, history=history, reveal_phone=stage.reveal_phone)
+        context = self.context(
+            conversation, message, now=now, history=history, reveal_phone=stage.reveal_phone, state=state
+        )
         result = self.runner.fetch_variables(context, names=self.needed(stage, templates))
         if result.errors:
             failures = "; ".join(f"{failure.name}: {failure.error}" for failure in result.errors)
@@ -76,10 +81,12 @@ class VariableSource:
         now: datetime,
         history: Sequence[PastTurn] = (),
         reveal_phone: bool = False,
+        state: Mapping[str, Any] | None = None,
     ) -> ProviderContext:
         """What providers and built-ins may read in this turn (``history`` becomes ``conversation.last_messages``).
 
-        ``reveal_phone`` lets the templates see the WhatsApp number unmasked (a stage's ``reveal_phone: true``).
+        ``reveal_phone`` lets the templates see the WhatsApp number unmasked (a stage's ``reveal_phone: true``);
+        ``state`` becomes ``ProviderContext.state`` without the engine's ``_`` names.
         """
         hours = self.bot.bot.business_hours
         return ProviderContext(
@@ -102,6 +109,7 @@ class VariableSource:
             timezone=self.bot.bot.timezone,
             business_hours=hours.text if hours else None,
             static=self.bot.variables,
+            state=visible_values(state or {}),
         )
 
 

@@ -216,7 +216,8 @@ BUILTIN_NAMES = frozenset(provider.name for provider in BUILTIN_PROVIDERS)
 
 
 def builtin_variables(context: ProviderContext) -> dict[str, Any]:
-    """The static variables plus the built-in namespaces: what provider URLs, keys and params are rendered with.
+    """What provider URLs, keys and params are rendered with: the static variables, the built-in namespaces and
+    ``state`` (the conversation's memory, see ``ProviderContext.state``).
 
     Unlike templates, provider inputs see ``user.id`` and ``user.phone`` in full: they go to the bot's own
     systems (an order API looks the customer up by number), never to the AI.
@@ -226,4 +227,5 @@ def builtin_variables(context: ProviderContext) -> dict[str, Any]:
     for provider in BUILTIN_PROVIDERS:
         variables[provider.name] = Namespace(provider.name, provider.fetch(context))
     variables["user"] = Namespace("user", user_variables(context.user, reveal_phone=True))
+    variables["state"] = Namespace("state", context.state)
     return variables

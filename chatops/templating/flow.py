@@ -26,7 +26,10 @@ from typing import Literal
 
 from chatops.config.bot_schema import BotDefinition, Condition
 
-Moment = Literal["answer", "ask", "error"]
+#: When a stage reads the state: rendering its reply/prompt (``answer``), an ``ask:`` template (``ask``), its
+#: ``on_error`` template (``error``), or running the providers its reply/prompt uses (``provider``: before the stage's
+#: own ``set:``).
+Moment = Literal["answer", "ask", "error", "provider"]
 _DEFINED_TEST = re.compile(r"\bstate\.([A-Za-z]\w*)\s+is\s+defined\b")
 
 
@@ -73,9 +76,12 @@ class StateFlow:
 
     def surely_set(self, stage: str, moment: Moment) -> frozenset[str]:
         """Names set on every path when ``stage`` renders its reply/prompt (``answer``), an ``ask:`` template
-        (``ask``) or its ``on_error`` template (``error``: the state before the failed turn)."""
+        (``ask``) or its ``on_error`` template (``error``: the state before the failed turn), or when the providers
+        of its reply/prompt run (``provider``: the form complete, the stage's ``set:`` not yet run)."""
         if moment == "answer":
             mask = self._answering(stage)
+        elif moment == "provider":
+            mask = self._answering(stage, with_set=False)
         elif moment == "ask":
             mask = self.entered[stage]
         else:
@@ -91,7 +97,7 @@ class StateFlow:
             return None
         if moment == "error":  # on_error sees the state the conversation waited with before the turn
             goals = {("wait", edge.source, False) for edge in self._into[stage]}
-        else:
+        else:  # a provider runs before the stage's set: and sees what the stage was entered with (+ the form)
             goals = {("answer" if moment == "answer" else "enter", stage, False)}
         first = ("wait", start, False)
         parent: dict[tuple[str, str, bool], tuple[str, str, bool] | None] = {first: None}
@@ -130,10 +136,10 @@ class StateFlow:
         clear = self.bot.stages[stage].clear
         return self._top if clear is True else self._mask(set(clear or ()))
 
-    def _answering(self, stage: str) -> int:
+    def _answering(self, stage: str, *, with_set: bool = True) -> int:
         spec = self.bot.stages[stage]
         required = {name for name, field in spec.extract.items() if field.required}
-        return self.entered[stage] | self._mask(set(spec.assign) | required)
+        return self.entered[stage] | self._mask((set(spec.assign) if with_set else set()) | required)
 
     def _entry(self, edge: _Edge) -> int:
         if edge.via == "stay":

@@ -1,8 +1,9 @@
 """The configurable provider kinds of stages.yaml: ``http`` (a JSON API), ``sql`` (a query), ``lookup`` (a table).
 
-Each renders its inputs (URL, query parameters, lookup key) in the template sandbox from the static variables and
-the built-in namespaces (``user``, ``conversation``, ``clock``, ``message``); other providers' values are not
-inputs, since all providers of a turn run at the same time. ``${NAME}`` in an http URL or header, or in a
+Each renders its inputs (URL, query parameters, lookup key) in the template sandbox from the static variables, the
+built-in namespaces (``user``, ``conversation``, ``clock``, ``message``) and ``state`` (the conversation's memory,
+``ProviderContext.state``); other providers' values are not inputs, since all providers of a turn run at the same
+time. ``${NAME}`` in an http URL or header, or in a
 database URL, is replaced by the environment variable NAME when the provider is built, so secrets stay out of
 stages.yaml.
 """

@@ -33,6 +33,15 @@ Severity = Literal["error", "warning", "note"]
 # Every namespace is a read-only mapping in the sandbox: `order.get("eta")` works whatever the provider provides.
 _MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
 Namespace = Mapping[str, frozenset[str] | None]
+# Why a memory name is undefined in a template written in stages.yaml (provider inputs, whatsapp_template params).
+_INPUT = {
+    "match": "provider inputs read state, not match: keep the group with set: on the transition "
+    "(set: {x: match.x}) and read state.x",
+    "form": "provider inputs read state, not form: a form's valid fields are in state",
+}
+_WINDOW = dict.fromkeys(
+    ("state", "match", "form"), "whatsapp_template params see the built-ins and static variables only"
+)
 
 #: Every rule: code -> (severity, summary). docs/lint-rules.md explains each one.
 RULES: Mapping[str, tuple[Severity, str]] = {
@@ -169,6 +178,9 @@ class _Linter:
         self.pending: dict[tuple[Any, ...], _Pending] = {}
         self.flow: StateFlow | None = None
         self.state_reads: set[str] = set()
+        self.provider_names: frozenset[str] = frozenset()
+        # provider -> the (stage, moment) pairs whose templates read it: where it runs, so what state it sees
+        self.provider_runs: dict[str, set[tuple[str, Moment]]] = {}
 
     # collecting ----------------------------------------------------------------------------------------------------
 
@@ -218,7 +230,10 @@ class _Linter:
 
     def run(self, bot: BotDefinition) -> None:
         self.flow = StateFlow(bot) if bot.bot.start in bot.stages else None
+        self.provider_names = frozenset(provider.name for provider in bot.providers)
         for name, stage in bot.stages.items():
+            for provider in stage.providers or ():  # a stage's providers list runs them whatever its reply reads
+                self.provider_runs.setdefault(provider, set()).add((name, "answer"))
             for template in (stage.reply, stage.prompt):
                 if template is not None:
                     self.template(template, bot.template_variables(name), stage=name, chain=())
@@ -331,12 +346,19 @@ class _Linter:
         line: int | None = None,
         cols: tuple[int, int] | None = None,
         moment: Moment = "answer",
+        unavailable: Mapping[str, str] | None = None,
     ) -> None:
+        """Check one use against ``names``; ``unavailable`` gives the hint for a name that is known elsewhere but
+        not here (``match`` in a provider input)."""
         line = line if line is not None else use.line
         col, attr_col = cols if cols is not None else (use.col, use.attr_col)
         no_context = context is not None and context.startswith("imported without context")
+        if stage is not None and use.name in self.provider_names and use.name in names and moment != "error":
+            self.provider_runs.setdefault(use.name, set()).add((stage, moment))
         if use.name not in names:
             hint = "add `with context` to the import" if no_context else _closest(use.name, names)
+            if unavailable and use.name in unavailable:
+                hint = unavailable[use.name]
             code = "W101" if use.guarded else "E101"
             if use.guarded and hint is None:
                 hint = "it is guarded (|default, is defined or if), so it renders; declare it or drop the guard"
@@ -445,18 +467,50 @@ class _Linter:
                     )
 
     def inline_templates(self, bot: BotDefinition) -> None:
-        """Provider options and whatsapp_template params: templates written in stages.yaml itself."""
-        names = bot.template_variables()
+        """Provider options and whatsapp_template params: templates written in stages.yaml itself.
+
+        Provider inputs see the built-ins, the static variables and ``state`` (``match`` only reaches them through a
+        ``set:``); whatsapp_template params see the built-ins and the static variables.
+        """
+        names = {name: attrs for name, attrs in bot.template_variables().items() if name != "match"}
         for index, provider in enumerate(bot.providers):
             for option, value in provider.template_options.items():
                 items = value.items() if isinstance(value, dict) else [(None, value)]
                 for key, text in items:
                     path = ("providers", index, option) + ((key,) if key is not None else ())
                     expression = provider.use in PROVIDER_EXPRESSION_KINDS
-                    self.inline(bot, path, text, names, f"provider {provider.name}", expression=expression)
+                    ctx = f"provider {provider.name}"
+                    self.inline(
+                        bot, path, text, names, ctx, expression=expression, provider=provider.name, unavailable=_INPUT
+                    )
         if bot.whatsapp_template is not None:
+            window = {name: attrs for name, attrs in names.items() if name != "state"}
             for index, text in enumerate(bot.whatsapp_template.params):
-                self.inline(bot, ("whatsapp_template", "params", index), text, names, "whatsapp_template")
+                path = ("whatsapp_template", "params", index)
+                self.inline(bot, path, text, window, "whatsapp_template", unavailable=_WINDOW)
+
+    def provider_state_flow(self, provider: str, use: VariableUse, line: int, col: int) -> None:
+        """W301 for a provider input: ``state.x`` read unguarded where some path reaches a stage that runs the
+        provider without setting x (providers run before the stage's own ``set:``)."""
+        if self.flow is None or use.attr is None or use.attr_guarded:
+            return
+        for stage, moment in sorted(self.provider_runs.get(provider, ())):
+            when: Moment = "ask" if moment == "ask" else "provider"
+            if use.attr in self.flow.surely_set(stage, when):
+                continue
+            path = self.flow.path(stage, use.attr, when)
+            self.add(
+                self.stages_file,
+                line,
+                col,
+                "W301",
+                f"state.{use.attr} may be unset when provider '{provider}' runs",
+                stage=stage,
+                hint=(f"e.g. on the path {' → '.join(path)}; " if path else "")
+                + f"set it on every path to the stage (a stage's own set: runs after its providers), or guard it: "
+                f"state.{use.attr} | default(…)",
+                length=len(use.attr),
+            )
 
     def inline(
         self,
@@ -467,6 +521,8 @@ class _Linter:
         ctx: str,
         *,
         expression: bool = False,
+        provider: str | None = None,
+        unavailable: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(text, str):
             return
@@ -492,8 +548,19 @@ class _Linter:
             col = _column_in(self.stage_lines, line, use.name, node.start_mark.column)
             attr_col = _column_in(self.stage_lines, line, use.attr, col) if use.attr else col
             self.variable(
-                self.stages_file, use, names, stage=None, context=ctx, lines=None, line=line, cols=(col, attr_col)
+                self.stages_file,
+                use,
+                names,
+                stage=None,
+                context=ctx,
+                lines=None,
+                line=line,
+                cols=(col, attr_col),
+                unavailable=unavailable,
             )
+            state_names = names.get("state")
+            if provider is not None and use.name == "state" and state_names and use.attr in state_names:
+                self.provider_state_flow(provider, use, line, attr_col)
         for call in found.callables:
             known = self.env.filters if call.kind == "filter" else self.env.tests
             if call.name not in known:

@@ -12,6 +12,8 @@ engine can answer with the stage's ``on_error`` template.
 
 from __future__ import annotations
 
+import copy
+import json
 import keyword
 import logging
 import threading
@@ -23,6 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import httpx
@@ -70,7 +73,10 @@ class ProviderContext:
 
     ``message`` is :func:`chatops.templating.builtin.message_variables` of the inbound message; ``now`` comes from
     the engine's injected clock (aware); ``timezone`` and ``business_hours`` (e.g. ``"Mon-Fri 09:00-17:00"``) are
-    the bot's; ``static`` holds the static ``variables`` of stages.yaml.
+    the bot's; ``static`` holds the static ``variables`` of stages.yaml. ``state`` is the conversation's memory as
+    the stage answering this turn sees it: after the target stage's ``clear:``, the transition's ``set:`` and the
+    form's validated ``extract:`` fields, before the stage's own ``set:`` (which may read the providers' values).
+    It is a read-only copy without the engine's ``_`` names.
     """
 
     user: UserInfo
@@ -80,10 +86,13 @@ class ProviderContext:
     timezone: str = "UTC"
     business_hours: str | BusinessHours | None = None
     static: Mapping[str, Any] = field(default_factory=dict)
+    state: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None or self.now.utcoffset() is None:
             raise ValueError("ProviderContext.now must be timezone-aware (inject a clock returning aware datetimes)")
+        # A copy no provider can change: providers of one turn run at the same time, in threads.
+        object.__setattr__(self, "state", MappingProxyType(copy.deepcopy(dict(self.state))))
 
 
 class VariableProvider(Protocol):
@@ -155,11 +164,8 @@ class ConfiguredProvider:
         return {name: values[name] for name in self.provides}
 
     def cache_key(self, context: ProviderContext) -> Hashable:
-        """The provider's own ``cache_key`` when it has one, else the user (results are never shared by users)."""
-        key_of: Callable[[ProviderContext], Hashable] | None = getattr(self.provider, "cache_key", None)
-        if key_of is not None:
-            return key_of(context)
-        return (context.user.channel, context.user.id)
+        """The provider's own ``cache_key`` when it has one, else :func:`default_cache_key`."""
+        return _cache_key(self.provider, context)
 
     def close(self) -> None:
         """Release the provider's connections (HTTP client, database pool), if it holds any."""
@@ -360,7 +366,18 @@ def _limits(provider: VariableProvider) -> tuple[float | None, float]:
 
 def _cache_key(provider: VariableProvider, context: ProviderContext) -> Hashable:
     key_of: Callable[[ProviderContext], Hashable] | None = getattr(provider, "cache_key", None)
-    return key_of(context) if key_of is not None else (context.user.channel, context.user.id)
+    return key_of(context) if key_of is not None else default_cache_key(context)
+
+
+def default_cache_key(context: ProviderContext) -> Hashable:
+    """The cache key of a provider without ``cache_key``: the user and the conversation's state.
+
+    Results are never shared by users, and a provider that reads ``context.state`` (an order number the bot was
+    told) never gets the answer cached for another value. A provider whose result does not depend on the state
+    caches better with a ``cache_key`` of its own.
+    """
+    state = json.dumps(context.state, sort_keys=True, ensure_ascii=False, default=str)
+    return (context.user.channel, context.user.id, state)
 
 
 def _describe(exc: BaseException) -> str:
