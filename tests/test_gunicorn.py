@@ -20,6 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.test_metrics_coverage import sample
 from tests.test_server_process import (  # noqa: F401 — bot_dir and fakes are fixtures
     OPENAI_KEY,
     Fakes,
@@ -66,6 +67,17 @@ def readyz(server: ServeProcess) -> httpx.Response:
     return httpx.get(f"{server.url}/readyz", timeout=5)
 
 
+def scrape(server: ServeProcess) -> str:
+    """/metrics on a new connection: Gunicorn hands it to whichever web process accepts first."""
+    response = httpx.get(f"{server.url}/metrics", timeout=5)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+# Pool sizes: each web process keeps --threads (8) + 4 connections, the background process --workers (4) + 4.
+SERVER_POOL = 2 * (8 + 4) + (4 + 4)
+
+
 @pytest.fixture
 def gunicorn(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServeProcess]]:
     """Starts ``chatops serve --server gunicorn --processes 2``; waits until /readyz is 200; killed at the end."""
@@ -83,6 +95,8 @@ def gunicorn(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServeProcess
             "OPENAI_BASE_URL": fakes.openai.base_url,
             "COLUMNS": "200",
             "PYTHONUNBUFFERED": "1",
+            # serve's private directory (status file, metrics) goes in the test's own: a killed master leaves it
+            "TMPDIR": str(bot_dir),
         }
         server = ServeProcess(
             bot_dir, env, name=f"gunicorn-{len(started)}", args=("--server", "gunicorn", "--processes", "2", *args)
@@ -122,6 +136,41 @@ def test_gunicorn_answers_once_with_one_background_process(
     time.sleep(0.5)  # a second answer, if any, would arrive now
     assert len(sends(fakes.graph, "15550100001")) == 1
     assert "Welcome to Northwind support." in sent_text(sends(fakes.graph, "15550100001")[0])
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_any_web_process_exports_the_whole_servers_metrics(
+    database_url: str, fakes: Fakes, gunicorn: Callable[..., ServeProcess]
+) -> None:
+    server = gunicorn(database_url)
+    with httpx.Client(timeout=10) as client:
+        for number, text in enumerate(("hello", "where is my parcel"), start=1):
+            body = message(text, wa_id="15550100002", message_id=f"wamid.M-{number}")
+            assert post(client, server.url, body).status_code == 200
+            wait_for(
+                lambda n=number: len(sends(fakes.graph, "15550100002")) == n, timeout=15, what="a reply", server=server
+            )
+    # Turns, AI calls and sends ran in the background process, which serves no HTTP; the webhooks in either web
+    # process. Every scrape, whichever web process answers it, shows all of them, each counted once.
+    wait_for(
+        lambda: (
+            sample(scrape(server), "chatops_outbound_messages_total", channel="whatsapp", outcome="sent", error_code="")
+            == 2
+        ),
+        timeout=5,
+        what="the second send counted",
+    )
+    for _ in range(6):
+        text = scrape(server)
+        assert sample(text, "chatops_webhook_requests_total", channel="whatsapp", status="200") == 2
+        assert sample(text, "chatops_turns_total", outcome="ok") == 2
+        assert sample(text, "chatops_turn_seconds_count") == 2
+        assert sample(text, "chatops_ai_request_seconds_count", call="reply") >= 1
+        assert sample(text, "chatops_ai_tokens_total", call="reply", kind="completion") > 0
+        assert sample(text, "chatops_outbound_messages_total", channel="whatsapp", outcome="sent", error_code="") == 2
+        assert sample(text, "chatops_db_pool_size") == SERVER_POOL  # the live processes' pools, summed
+        assert sample(text, "chatops_queue_backlog", queue="inbound", channel="whatsapp") == 0
+    assert httpx.get(f"{server.url}/metrics", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 403
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -178,6 +227,23 @@ def test_sighup_reloads_the_bot_without_dropping_a_request(
         assert post(client, server.url, fresh).status_code == 200
         wait_for(lambda: "wamid.RELOAD-AFTER" in reads(fakes.graph), timeout=15, what="the reply", server=server)
     assert "Welcome back, reloaded." in sent_text(sends(fakes.graph, "15550299999")[0])
+    # The processes the reload replaced leave their counts (no reset, none twice) and take their pools along.
+    text = scrape(server)
+    assert sample(text, "chatops_webhook_requests_total", channel="whatsapp", status="200") == len(statuses) + 1
+    wait_for(lambda: sample(scrape(server), "chatops_db_pool_size") == SERVER_POOL, timeout=70, what="old pools gone")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sigusr2_is_refused_and_the_server_goes_on(database_url: str, gunicorn: Callable[..., ServeProcess]) -> None:
+    # Gunicorn's binary upgrade re-executes `chatops serve` beside the running master: not supported (SIGHUP is).
+    server = gunicorn(database_url)
+    assert server.process is not None
+    before = children(server.process.pid)
+    server.process.send_signal(signal.SIGUSR2)
+    refusal = "Error: SIGUSR2 (Gunicorn's binary upgrade) is not supported: the running server goes on unchanged"
+    wait_for(lambda: refusal in server.tail(20), timeout=30, what="the refusal", server=server)
+    wait_for(lambda: children(server.process.pid) == before, timeout=10, what="the second master gone", server=server)
+    assert readyz(server).status_code == 200
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -69,6 +69,23 @@ def test_serve_on_a_port_in_use_says_so_without_a_traceback(busy_port: int) -> N
     assert "Traceback" not in result.stderr
 
 
+def test_worker_with_its_metrics_port_in_use_says_so_before_taking_work(
+    busy_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+    monkeypatch.setenv("CHATOPS_WORKER_METRICS_PORT", str(busy_port))
+    result = runner.invoke(app, ["worker"])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr.splitlines()[-2:] == [
+        f"Error: cannot listen on 127.0.0.1:{busy_port}: the port is already in use",
+        "Hint: stop the other server, or choose another port with --metrics-port (0 picks a free one)",
+    ]
+    result = runner.invoke(app, ["worker", "--metrics-host", "203.0.113.5"])  # the flag overrides the setting
+    assert result.stderr.splitlines()[-1] == (
+        "Hint: use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --metrics-host"
+    )
+
+
 def test_serve_on_an_address_this_machine_does_not_have() -> None:
     assert runner.invoke(app, ["migrate"]).exit_code == 0
     result = runner.invoke(app, ["serve", "--host", "203.0.113.5", "--port", "8000"])  # TEST-NET-3, never local

@@ -104,6 +104,7 @@ def _serve_gunicorn(
 
     from chatops.config.bot import load_bot
     from chatops.errors import ChatopsError
+    from chatops.metrics.multiprocess import use_multiprocess_dir
 
     try:
         from chatops.web.gunicorn_server import background_supervisor, run_gunicorn
@@ -112,11 +113,21 @@ def _serve_gunicorn(
             "Gunicorn is not installed (it runs on Unix only)", hint="use --server waitress (the default)"
         ) from None
 
+    if "GUNICORN_FD" in os.environ:  # set by Gunicorn's binary upgrade (SIGUSR2), which re-executes this command
+        raise ChatopsError(
+            "SIGUSR2 (Gunicorn's binary upgrade) is not supported: the running server goes on unchanged",
+            hint="reload the bot definition with SIGHUP; restart (systemctl restart chatops) for new code or settings",
+        )
     bot, db = _prepare(settings, pool_size=1, migrate=migrate)
     db.dispose()  # the master keeps no connection: web processes are forked from it and open their own
     master = os.getpid()
-    status_dir = Path(tempfile.mkdtemp(prefix="chatops-serve-"))
+    status_dir = Path(tempfile.mkdtemp(prefix="chatops-serve-"))  # private (0700), new and empty for each run
     status_path = status_dir / "background.json"
+    metrics_dir = status_dir / "metrics"
+    metrics_dir.mkdir()
+    # Before any web process is forked or the background process started: they all record into it, and the
+    # /metrics of each web process sums them (docs/operations.md#which-process-exports-what).
+    use_multiprocess_dir(metrics_dir)
     background = None
     if workers is not None:
         from chatops.engine.background_process import Job
@@ -174,23 +185,58 @@ def _serve_gunicorn(
 def worker_command(
     ctx: typer.Context,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Worker threads in this process.", min=1)] = 4,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve GET /metrics on this port (0 picks a free one) [env: CHATOPS_WORKER_METRICS_PORT].",
+            min=0,
+            max=65535,
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-host",
+            help="Interface of the metrics listener [default: 127.0.0.1; env: CHATOPS_WORKER_METRICS_HOST].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Answer conversations and send replies without serving HTTP (scale out: many processes, one PostgreSQL).
 
-    Example: chatops worker --concurrency 8
+    Example: chatops worker --concurrency 8 --metrics-port 9464
     """
     from chatops.cli.app import settings_from
     from chatops.engine.runtime import Background
+    from chatops.metrics import Metrics
+    from chatops.metrics.pool import export_pool
     from chatops.web.state import utc_now
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, worker_metrics_port=metrics_port, worker_metrics_host=metrics_host)
     bot, db = _prepare(settings, pool_size=concurrency + 4, migrate=False)
-    background = Background(settings, bot, db, workers=concurrency, clock=utc_now, command="worker")
+    metrics = Metrics()
+    export_pool(metrics, db)
+    listener = None
+    if settings.worker_metrics_port is not None:
+        from chatops.web.metrics import metrics_app
+        from chatops.web.server import listen_in_thread
+
+        app = metrics_app(metrics, settings.metrics_token)
+        try:
+            listener = listen_in_thread(app, host=settings.worker_metrics_host, port=settings.worker_metrics_port)
+        except BaseException:
+            db.dispose()
+            raise
+    background = Background(settings, bot, db, workers=concurrency, clock=utc_now, metrics=metrics, command="worker")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     background.start()
     output.info(f"chatops worker: {concurrency} workers on {bot.bot.name!r}; Ctrl-C to stop", style="bold")
+    if listener is not None:
+        output.info(f"  metrics:   http://{_url_host(listener.host)}:{listener.port}/metrics")
     shown: list[str] = []
     while not stopped.wait(1.0):  # problems are said once, and again when they change: not every second
         problems = background.problems() + background.warnings()  # warnings too: no /readyz shows them here
@@ -201,7 +247,13 @@ def worker_command(
                 output.info("no problems left: sending and answering as usual")
             shown = problems
     background.stop()
+    if listener is not None:
+        listener.close()
     db.dispose()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _check_channels(settings: Settings, *, insecure_skip_signature: bool) -> None:
@@ -243,28 +295,7 @@ def _background(settings: Settings, bot: BotDefinition, db: sa.Engine, *, worker
     from chatops.web.state import utc_now, web_state
 
     state = web_state(app)
-
-    def on_turn(outcome: str, seconds: float) -> None:
-        state.metrics.turns.labels(outcome).inc()
-        if seconds:
-            state.metrics.turn_seconds.observe(seconds)
-
-    def on_recovered(work: str, how: str, count: int) -> None:
-        state.metrics.leases_recovered.labels(work, how).inc(count)
-
-    metrics = state.metrics
-    background = Background(
-        settings,
-        bot,
-        db,
-        workers=workers,
-        clock=utc_now,
-        on_turn=on_turn,
-        on_recovered=on_recovered,
-        on_ai=metrics.ai_call,
-        on_send=metrics.sent,
-        on_rate_limited=lambda count: metrics.limited("conversation", count),
-    )
+    background = Background(settings, bot, db, workers=workers, clock=utc_now, metrics=state.metrics)
     state.readiness_checks.append(background.problems)
     state.readiness_warnings.append(background.warnings)
     return background

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     )
 
     metrics_token: SecretStr | None = None
+    # `chatops worker` serves GET /metrics on this port when set (0: any free port); docs/operations.md#metrics.
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     sentry_dsn: SecretStr | None = None  # error tracking (chatops[sentry]); unset: off
     rate_limit_storage: str = "memory://"
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)  # reverse proxies whose X-Forwarded-For is believed

@@ -4,6 +4,9 @@
 run once per deployment and not once per web process. It is a fresh interpreter (not a fork of the master), so
 it runs the code installed now: a reload (SIGHUP) starts a new one with new code and the new bot definition.
 
+Its turns, AI calls, sends and pool are counted in prometheus_client's multiprocess files (the master set the
+directory in the environment), which the web processes' ``/metrics`` read.
+
 The master writes a pickled :class:`Job` on this process's standard input (the settings carry secrets: they must
 not appear in its command line). The process loads the bot, runs :class:`~chatops.engine.runtime.Background`,
 rewrites its status file (:mod:`chatops.engine.status_file`) every half second for the web processes' ``/readyz``,
@@ -44,12 +47,17 @@ def run(job: Job) -> None:
     from chatops.engine.runtime import Background
     from chatops.error_tracking import init_error_tracking
     from chatops.logs import configure_logging
+    from chatops.metrics import Metrics
+    from chatops.metrics.pool import export_pool
 
     configure_logging(job.settings.log_level, job.settings.log_format)
     init_error_tracking(job.settings)
     bot = load_bot(job.settings.stages, templates_dir=job.settings.templates)
     db = create_db_engine(job.settings.database_url, pool_size=job.workers + 4)
-    background = Background(job.settings, bot, db, workers=job.workers, clock=_utc_now)
+    # The master set PROMETHEUS_MULTIPROC_DIR: what this process counts shows on every web process's /metrics.
+    metrics = Metrics()
+    export_pool(metrics, db)
+    background = Background(job.settings, bot, db, workers=job.workers, clock=_utc_now, metrics=metrics)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -26,14 +26,15 @@ from chatops.channels.graph import GraphClient
 from chatops.config.bot_schema import BotDefinition
 from chatops.config.settings import Settings
 from chatops.db.wakeups import wakeups_for
-from chatops.engine.leases import LeaseKeeper, OnRecovered, default_instance
+from chatops.engine.leases import LeaseKeeper, default_instance
 from chatops.engine.reload import ReloadWatch, RuntimeHolder
-from chatops.engine.sender import OnSend, OutboxSender
+from chatops.engine.sender import OutboxSender
 from chatops.engine.supervision import RESTART_AFTER, SUPERVISE_SECONDS, DatabaseOutage, SupervisedThread
 from chatops.engine.turn import BotRuntime
 from chatops.engine.variables import VariableSource
 from chatops.engine.wakeups import Listener
 from chatops.engine.worker import Worker
+from chatops.metrics import Metrics
 from chatops.templating.providers import ProviderRunner, build_providers
 from chatops.templating.store import TemplateStore
 
@@ -75,7 +76,7 @@ def whatsapp_template(bot: BotDefinition) -> OutboundMessage | None:
 
 class Background:
     """``workers`` inbox workers, one outbox sender and their lease keeper in daemon threads, supervised, stopped
-    together.
+    together; they count their turns, AI calls, sends and leases taken back in ``metrics`` when given.
 
     They share one :class:`DatabaseOutage`, so an outage is logged once per process, not once per thread, and one
     :class:`LeaseKeeper` under ``instance`` (``CHATOPS_INSTANCE``, else :func:`default_instance` of ``command``),
@@ -91,13 +92,10 @@ class Background:
         workers: int,
         clock: Callable[[], datetime],
         runtime: BotRuntime | None = None,
-        on_turn: Callable[[str, float], None] | None = None,
-        on_recovered: OnRecovered | None = None,
-        on_ai: OnAICall | None = None,
-        on_send: OnSend | None = None,
-        on_rate_limited: Callable[[int], None] | None = None,
+        metrics: Metrics | None = None,
         command: str = "serve",
     ) -> None:
+        on_ai = metrics.ai_call if metrics is not None else None
         self.stop_event = threading.Event()
         self.http = httpx.Client(timeout=settings.graph_timeout)
         self.runtime = runtime or build_runtime(settings, bot, on_ai=on_ai)
@@ -108,7 +106,7 @@ class Background:
             lease=timedelta(seconds=settings.lease_seconds),
             clock=clock,
             outage=self.outage,
-            on_recovered=on_recovered,
+            on_recovered=metrics.recovered if metrics is not None else None,
         )
         # A bot reload (chatops.engine.reload) swaps the workers' runtime between turns.
         self.holder = RuntimeHolder(
@@ -124,8 +122,8 @@ class Background:
                 settings,
                 clock=clock,
                 name=self.leases.holder(f"w{index}"),
-                on_turn=on_turn,
-                on_rate_limited=on_rate_limited,
+                on_turn=metrics.turn_done if metrics is not None else None,
+                on_rate_limited=partial(metrics.limited, "conversation") if metrics is not None else None,
                 outage=self.outage,
                 leases=self.leases,
                 runtime_source=self.holder.current,
@@ -142,7 +140,7 @@ class Background:
             clock=clock,
             outage=self.outage,
             leases=self.leases,
-            on_send=on_send,
+            on_send=metrics.sent if metrics is not None else None,
             wakeups=self.wakeups,
         )
         self.threads = [

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
+from chatops.metrics import Metrics
 from chatops.web import console, errors, request_ids, webhooks
 from chatops.web.health import health
-from chatops.web.metrics import Metrics, metrics
+from chatops.web.metrics import metrics
 from chatops.web.state import EXTENSION, WebState, utc_now
 
 if TYPE_CHECKING:
@@ -33,10 +34,10 @@ def create_app(
     ``insecure_skip_signature`` accepts unsigned webhooks (development only; ``serve`` warns loudly).
     """
     from chatops.db.connect import create_db_engine
+    from chatops.metrics.pool import export_pool
     from chatops.web import api
     from chatops.web.auth import LIMITER_EXTENSION
     from chatops.web.metrics import WebhookTimer
-    from chatops.web.pool_metrics import PoolCollector
     from chatops.web.queue_metrics import QueueCollector
     from chatops.web.ratelimit import ApiLimiter
 
@@ -52,8 +53,8 @@ def create_app(
         insecure_skip_signature=insecure_skip_signature,
     )
     app.extensions[EXTENSION] = state
-    state.metrics.registry.register(QueueCollector(state.db, clock=clock))
-    state.metrics.registry.register(PoolCollector(state.db))
+    state.metrics.add_collector(QueueCollector(state.db, clock=clock))
+    export_pool(state.metrics, state.db)
     errors.init_app(app)
     app.register_blueprint(health)
     app.register_blueprint(metrics)

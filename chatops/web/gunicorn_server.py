@@ -11,10 +11,16 @@ deployment however many web processes there are. The master starts it again when
 most 30 s apart), and each web process's ``/readyz`` reads its status file, so readiness means the same as with
 waitress: a dead or stuck worker thread, or a dead background process, is a 503.
 
+Metrics: every process records into files of one private directory (prometheus_client's multiprocess mode, set
+up by ``chatops serve``: chatops.metrics.multiprocess), so the ``/metrics`` of any web process shows the turns,
+AI calls and sends of the background process and the webhooks of every web process. The master forgets the pool
+gauges of each process it reaps; counts of ended processes stay (no reset, no double count on a reload).
+
 SIGHUP reloads gracefully: the bot definition is checked first (a broken one is logged and the old processes keep
 serving), then Gunicorn starts new web processes (which load the bot definition and templates again) and stops the
 old ones after their requests, and a new background process replaces the old one (the old one finishes its
 turns). SIGTERM stops gracefully (in-flight requests, then the background process); SIGINT and SIGQUIT quickly.
+SIGUSR2 (Gunicorn's binary upgrade) is not supported: the ``chatops serve`` it re-executes refuses to start.
 
 Raises ChatopsError when the port cannot be bound (Gunicorn would exit the process with its own message).
 """
@@ -35,6 +41,7 @@ from gunicorn.arbiter import Arbiter
 
 from chatops.engine.background_process import Job
 from chatops.engine.status_file import write_status
+from chatops.metrics.multiprocess import process_ended
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +53,24 @@ RETIRE_SECONDS = 60.0  # an old background process (after a reload) gets this lo
 class BackgroundSupervisor:
     """Runs ``command`` as the one background process: started, restarted when it dies, replaced, stopped.
 
-    ``job`` gives the bytes written on its standard input each time it starts. Called from the master's loop only
-    (no thread of its own: the master forks web processes, and a fork copies no thread safely).
+    ``job`` gives the bytes written on its standard input each time it starts; ``on_exit`` is told the pid of
+    each one that has ended, once. Called from the master's loop only (no thread of its own: the master forks web
+    processes, and a fork copies no thread safely).
     """
 
-    def __init__(self, command: list[str], job: Callable[[], bytes], *, status_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        job: Callable[[], bytes],
+        *,
+        status_path: Path | None = None,
+        on_exit: Callable[[int], None] | None = None,
+    ) -> None:
         self.command = command
         self.job = job
         self.status_path = status_path
+        self.on_exit = on_exit
+        self.reaped: set[int] = set()
         self.process: subprocess.Popen[bytes] | None = None
         self.retiring: list[tuple[subprocess.Popen[bytes], float]] = []
         self.started_at = 0.0
@@ -75,9 +92,18 @@ class BackgroundSupervisor:
 
     def poll(self) -> None:
         """Reap what has ended (called before Gunicorn's reaping, which would take any child)."""
-        if self.process is not None:
-            self.process.poll()
-        self.retiring = [(old, since) for old, since in self.retiring if old.poll() is None]
+        if self.process is not None and self.process.poll() is not None:
+            self._ended(self.process)
+        for old, _ in self.retiring:
+            if old.poll() is not None:
+                self._ended(old)
+        self.retiring = [(old, since) for old, since in self.retiring if old.returncode is None]
+
+    def _ended(self, process: subprocess.Popen[bytes]) -> None:
+        if process.pid not in self.reaped:
+            self.reaped.add(process.pid)
+            if self.on_exit is not None:
+                self.on_exit(process.pid)
 
     def maintain(self) -> None:
         """Start the process again when it died (after its delay); kill retired ones that outstay their time."""
@@ -133,6 +159,7 @@ class BackgroundSupervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+            self._ended(process)
 
 
 class _Arbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no type information
@@ -211,7 +238,12 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 def background_supervisor(job: Job) -> BackgroundSupervisor:
     """The supervisor of ``python -m chatops.engine.background_process``, fed ``job`` pickled on its stdin."""
     command = [sys.executable, "-m", "chatops.engine.background_process"]
-    return BackgroundSupervisor(command, lambda: pickle.dumps(job), status_path=job.status_path)
+    return BackgroundSupervisor(command, lambda: pickle.dumps(job), status_path=job.status_path, on_exit=process_ended)
+
+
+def _web_process_exited(_arbiter: Any, worker: Any) -> None:
+    """Gunicorn's ``child_exit`` hook (in the master): the pool gauges of a web process leave with it."""
+    process_ended(worker.pid)
 
 
 def run_gunicorn(
@@ -244,5 +276,6 @@ def run_gunicorn(
         "accesslog": None,
         # Gunicorn's control socket is a thread in the master, which then forks: off (reload with SIGHUP).
         "control_socket_disable": True,
+        "child_exit": _web_process_exited,
     }
     GunicornServer(load_app, options=options, background=background, on_ready=on_ready, check_reload=check_reload).run()

@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -35,10 +36,12 @@ class _Stop(Exception):
     """Raised in the main thread by the signal handler to leave waitress' loop."""
 
 
-def _bind(app: Any, *, host: str, port: int, threads: int, **adjustments: Any) -> MultiSocketServer | BaseWSGIServer:
+def _bind(
+    app: Any, *, host: str, port: int, threads: int, flags: tuple[str, str] = ("--host", "--port"), **adjustments: Any
+) -> MultiSocketServer | BaseWSGIServer:
     """A waitress server listening on ``host:port`` (``adjustments``: more waitress settings).
 
-    Raises ChatopsError saying why it cannot listen there.
+    Raises ChatopsError saying why it cannot listen there (its hint names the options ``flags`` for host, port).
     """
     where = f"{host}:{port}"
     # Our own socket map and dispatcher: waitress leaves its sockets open and its threads running when it cannot
@@ -52,7 +55,7 @@ def _bind(app: Any, *, host: str, port: int, threads: int, **adjustments: Any) -
     except (ValueError, OSError) as exc:
         for leftover in list(sockets.values()):
             leftover.close()
-        raise _bind_error(exc, host=host, where=where) from None
+        raise _bind_error(exc, host=host, where=where, flags=flags) from None
     dispatcher.set_thread_count(threads)
     return server
 
@@ -77,22 +80,25 @@ def check_bind(*, host: str, port: int) -> None:
             raise _bind_error(exc, host=host, where=where) from None
 
 
-def _bind_error(exc: Exception, *, host: str, where: str) -> ChatopsError:
+def _bind_error(
+    exc: Exception, *, host: str, where: str, flags: tuple[str, str] = ("--host", "--port")
+) -> ChatopsError:
+    host_flag, port_flag = flags
     if isinstance(exc, ValueError):  # waitress' "Invalid host/port specified.": the name does not resolve
         return ChatopsError(
             f"cannot listen on {where}: the host {host!r} does not resolve to an address of this machine",
-            hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --host",
+            hint=f"use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with {host_flag}",
         )
     code = getattr(exc, "errno", None)
     if code == errno.EADDRINUSE:
         return ChatopsError(
             f"cannot listen on {where}: the port is already in use",
-            hint="stop the other server, or choose another port with --port (0 picks a free one)",
+            hint=f"stop the other server, or choose another port with {port_flag} (0 picks a free one)",
         )
     if code == errno.EADDRNOTAVAIL:
         return ChatopsError(
             f"cannot listen on {where}: no network interface of this machine has the address {host}",
-            hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --host",
+            hint=f"use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with {host_flag}",
         )
     if code == errno.EACCES:
         return ChatopsError(
@@ -100,6 +106,31 @@ def _bind_error(exc: Exception, *, host: str, where: str) -> ChatopsError:
             hint="ports below 1024 need privileges: use --port 8000 behind a reverse proxy",
         )
     return ChatopsError(f"cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}")
+
+
+@dataclass
+class ThreadedServer:
+    """A waitress server answering from threads of its own (:func:`listen_in_thread`), beside the main work."""
+
+    host: str
+    port: int
+    server: MultiSocketServer | BaseWSGIServer
+
+    def close(self) -> None:
+        """Stop listening; requests in flight get a second to finish (the threads are daemons)."""
+        self.server.close()
+        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+
+
+def listen_in_thread(app: Any, *, host: str, port: int, threads: int = 2) -> ThreadedServer:
+    """Serve ``app`` on ``host:port`` from a daemon thread (``chatops worker``'s metrics listener).
+
+    Raises ChatopsError saying why it cannot listen there.
+    """
+    server = _bind(app, host=host, port=port, threads=threads, flags=("--metrics-host", "--metrics-port"))
+    thread = threading.Thread(target=server.run, name="chatops-metrics-listener", daemon=True)
+    thread.start()
+    return ThreadedServer(str(server.effective_host), int(server.effective_port), server)  # type: ignore[union-attr]
 
 
 def run_server(

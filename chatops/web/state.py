@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from chatops.config.settings import Settings
-    from chatops.web.metrics import Metrics
+    from chatops.metrics import Metrics
 
 EXTENSION = "chatops"
 
