@@ -1,4 +1,5 @@
-"""deploy/prometheus and deploy/grafana name only metrics that /metrics exports, and promtool accepts the rules."""
+"""deploy/prometheus and deploy/grafana name only metrics that /metrics exports, and promtool accepts the rules and
+the example scrape configuration."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +18,8 @@ from tests.conftest import ROOT
 
 RULES = ROOT / "deploy" / "prometheus" / "chatops-alerts.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "chatops-dashboard.json"
+SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+TOKEN_FILE = "/etc/prometheus/chatops-metrics-token"
 
 
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -58,3 +62,21 @@ def test_promtool_accepts_the_rules() -> None:
     result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 6 rules found" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian: prometheus)")
+def test_promtool_accepts_the_scrape_configuration(tmp_path: Path) -> None:
+    # promtool opens the token file and the rule files the configuration names: give it the token in a file of
+    # our own and the rules beside the configuration, as the comment in it says to install them.
+    (tmp_path / "token").write_text("a-token\n")
+    text = SCRAPE_CONFIG.read_text()
+    assert text.count(TOKEN_FILE) == 2
+    (tmp_path / "prometheus.yml").write_text(text.replace(TOKEN_FILE, str(tmp_path / "token")))
+    shutil.copy(RULES, tmp_path / RULES.name)
+    result = subprocess.run(
+        ["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 6 rules found" in result.stdout
+    jobs = {job["job_name"] for job in yaml.safe_load(text)["scrape_configs"]}
+    assert jobs == {"chatops", "chatops-worker"}
