@@ -223,3 +223,58 @@ def test_a_refused_write_stores_nothing_of_it(db: sa.Engine, backend: str) -> No
     with pytest.raises(UnstorableError, match="the database refused a value: value too long"):
         store_events(db, [text("wamid.OK"), text("x" * 300)], now=NOW)
     assert stored(db) == []
+
+
+@pytest.mark.parametrize("repeated", [False, True], ids=["one-statement", "report-by-report"])
+def test_status_reports_of_several_webhooks_written_together(db: sa.Engine, repeated: bool) -> None:
+    # Group commit writes a batch of status webhooks at once: on PostgreSQL as ONE UPDATE when every report names
+    # its own message, report by report when one is named twice. Either way each row ends as the reports applied
+    # in order would leave it, and each webhook counts the reports of its own that changed a row.
+    from tests.test_outbox import add_conversation, add_outbound, outbound, status_update
+
+    whatsapp = add_conversation(db)
+    messenger = add_conversation(db, channel="messenger", user_id="PSID1")
+    rows = {
+        name: add_outbound(db, whatsapp, status=status, provider_message_id=f"wamid.{name}", sent_at=NOW)
+        for name, status in [("S", "sent"), ("D", "delivered"), ("R", "read"), ("F", "sent"), ("X", "failed")]
+    }
+    same_id = add_outbound(
+        db, messenger, status="sent", provider_message_id="wamid.S", sent_at=NOW
+    )  # ids are per channel
+    failed = status_update("failed", "wamid.F", error_code=131047, error_title="Re-engagement message")
+    reports = [
+        [status_update("read", "wamid.S")],
+        [status_update("delivered", "wamid.D")],  # already delivered: changes nothing
+        [status_update("delivered", "wamid.R"), status_update("sent", "wamid.D")],  # nothing can move backwards
+        [failed],
+        [status_update("read", "wamid.X"), status_update("read", "wamid.UNKNOWN")],  # failed stays failed
+    ]
+    if repeated:
+        reports.append([status_update("delivered", "wamid.S")])  # after the read: changes nothing
+    later = NOW + timedelta(minutes=1)
+    statements: list[str] = []
+    count = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
+
+    sa.event.listen(db, "before_cursor_execute", count)
+    try:
+        results = write_deliveries(db, [delivery(events, now=later) for events in reports])
+    finally:
+        sa.event.remove(db, "before_cursor_execute", count)
+
+    expected = [StoreResult(statuses=1), StoreResult(), StoreResult(), StoreResult(statuses=1), StoreResult()]
+    assert results == expected + ([StoreResult()] if repeated else [])
+    states = {name: (outbound(db, row).status, outbound(db, row).error_code) for name, row in rows.items()}
+    assert states == {
+        "S": ("read", None),
+        "D": ("delivered", None),
+        "R": ("read", None),
+        "F": ("failed", 131047),
+        "X": ("failed", None),
+    }
+    assert outbound(db, rows["F"]).error == "Re-engagement message"
+    assert outbound(db, rows["F"]).next_attempt_at is None
+    assert outbound(db, rows["S"]).updated_at == later
+    assert outbound(db, same_id).status == "sent"
+    if db.dialect.name == "postgresql":
+        updates = [s for s in statements if s.lstrip().startswith("UPDATE")]
+        assert len(updates) == (7 if repeated else 1)  # one by one, a "sent" report sends none

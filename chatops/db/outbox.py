@@ -38,7 +38,7 @@ Bind = sa.Engine | sa.Connection
 
 UNSENT = ("pending", "sending")
 # Delivery progress only moves forward; "played" (a voice message was listened to) counts as read.
-_RANK = {"sent": 1, "delivered": 2, "read": 3}
+STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3}  # delivery reports only move a row forward
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS_OF = {"sent": "sent", "delivered": "delivered", "read": "read", "played": "read"}
 
@@ -281,18 +281,18 @@ def apply_status(bind: Bind, update: StatusUpdate, *, now: datetime) -> bool:
     """
     o = outbound_messages
     c = conversations
-    status = _STATUS_OF[update.status] if update.status != "failed" else "failed"
+    target = status_target(update)
+    if target is None:
+        return False  # "sent": the row is sent or further already; no statement could change it
+    status, below = target
     values: dict[str, Any] = {"status": status, "updated_at": now}
-    if status == "failed":
+    if below is None:
         condition: sa.ColumnElement[bool] = o.c.status != "failed"
         values["next_attempt_at"] = None  # already NULL for a sent row: the update stays HOT
         values["error_code"] = update.error_code
-        values["error"] = _status_error(update)
+        values["error"] = status_error(update)
     else:
-        lower = [name for name, rank in _RANK.items() if rank < _RANK[status]]
-        if not lower:
-            return False  # "sent": the row is sent or further already; no statement could change it
-        condition = o.c.status.in_(lower)
+        condition = o.c.status.in_([name for name, rank in STATUS_RANK.items() if rank < below])
     if update.provider_message_id is not None:
         in_channel = sa.select(c.c.id).where(c.c.channel == update.channel)
         where = [o.c.provider_message_id == update.provider_message_id, o.c.conversation_id.in_(in_channel)]
@@ -306,7 +306,7 @@ def apply_status(bind: Bind, update: StatusUpdate, *, now: datetime) -> bool:
         # already at this status (or beyond) can change. Both reads walk ix_outbound_messages_sent from the
         # watermark back: they touch the conversation's unread tail, not its whole history.
         r = o.alias("reached")
-        reached = [name for name, rank in _RANK.items() if rank >= _RANK[status]]
+        reached = [name for name, rank in STATUS_RANK.items() if rank >= STATUS_RANK[status]]
         newest_reached = (
             sa.select(r.c.sent_at)
             .where(r.c.conversation_id == conversation, r.c.sent_at <= update.watermark, r.c.status.in_(reached))
@@ -326,7 +326,20 @@ def apply_status(bind: Bind, update: StatusUpdate, *, now: datetime) -> bool:
     return bool(result.rowcount)
 
 
-def _status_error(update: StatusUpdate) -> str:
+def status_target(update: StatusUpdate) -> tuple[str, int | None] | None:
+    """The status a delivery report moves rows to, and the :data:`STATUS_RANK` a row's status must be below to
+    move (``None`` for ``failed``: any row not failed yet); ``None`` for a report that can change no row
+    (``sent``: a row is sent or further once it has a provider id)."""
+    if update.status == "failed":
+        return "failed", None
+    status = _STATUS_OF[update.status]
+    if STATUS_RANK[status] == min(STATUS_RANK.values()):
+        return None
+    return status, STATUS_RANK[status]
+
+
+def status_error(update: StatusUpdate) -> str:
+    """The ``error`` a ``failed`` report stores: the title, and the details when Meta gave some."""
     title = update.error_title or "reported failed by the provider"
     return f"{title}: {update.error_details}" if update.error_details else title
 
