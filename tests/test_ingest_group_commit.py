@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -167,14 +166,11 @@ def test_an_empty_delivery_needs_no_database() -> None:
         engine.dispose()
 
 
-def test_sqlite_webhooks_go_through_group_commit(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
-    from chatops.db.migrate import migrate
-
-    url = f"sqlite:///{tmp_path / 'gc.db'}"
-    db = create_db_engine(url, pool_size=16)
-    migrate(db)
+def test_webhooks_go_through_group_commit(database_url: str, pool: ThreadPoolExecutor) -> None:
+    # Both databases: SQLite for its one writer, PostgreSQL for the statement and commit each write costs.
+    db = create_db_engine(database_url, pool_size=16)
     settings = load_settings(
-        database_url=url,
+        database_url=database_url,
         whatsapp_app_secret=APP_SECRET,
         whatsapp_verify_token=VERIFY_TOKEN,
         whatsapp_access_token=ACCESS_TOKEN,
@@ -182,12 +178,54 @@ def test_sqlite_webhooks_go_through_group_commit(tmp_path: Path, pool: ThreadPoo
     app: Flask = create_app(settings, None, db=db, clock=lambda: NOW)
     try:
         bodies = [whatsapp_text(f"hello {i}", message_id=f"wamid.WEB{i}", wa_id=f"1555000{i % 4}") for i in range(40)]
+        bodies += bodies[:5]  # Meta delivers some twice, possibly while the first copy is being written
         responses = list(pool.map(lambda body: Webhook(app.test_client()).post(body), bodies))
-        assert [r.status_code for r in responses] == [200] * 40
-        assert all(r.json == {"stored": 1, "duplicates": 0, "statuses": 0} for r in responses)
+        assert [r.status_code for r in responses] == [200] * 45
+        assert sum(r.json["stored"] for r in responses) == 40
+        assert sum(r.json["duplicates"] for r in responses) == 5
         assert sorted(stored_ids(db)) == sorted(f"wamid.WEB{i}" for i in range(40))
         exported = app.test_client().get("/metrics").text
         assert "chatops_webhook_batch_deliveries_count" in exported
+    finally:
+        db.dispose()
+
+
+def test_a_connection_lost_mid_batch_is_replaced_and_the_batch_written_once(
+    database_url: str, backend: str, pool: ThreadPoolExecutor
+) -> None:
+    # PostgreSQL restarted (or a firewall dropped the socket) while a batch was on its way: the write finds its
+    # pooled connection dead, takes a fresh one and writes the whole batch; every request gets its own result.
+    if backend != "postgresql":
+        pytest.skip("SQLite has no connection to lose")
+    db = create_db_engine(database_url)
+    try:
+        assert GroupCommit(db).store([message("wamid.WARM")], now=NOW) == StoreResult(inserted=1)  # a pooled connection
+        gate = Gate()
+        commit = GroupCommit(db, on_batch=gate)
+        queued = [[message(f"wamid.{i}", user=f"1555000{i % 2}")] for i in range(4)]
+        queued.append([message("wamid.2")])  # a duplicate inside the batch
+
+        def kill_pooled_connections() -> None:
+            with sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://")).connect() as admin:
+                killed = admin.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = 'chatops'"
+                ).scalar_one()
+            assert killed >= 1
+
+        leader = pool.submit(lambda: commit.store([message("wamid.FIRST")], now=NOW))
+        assert gate.entered.wait(10)
+        kill_pooled_connections()  # the write has not sent its statement yet
+        followers = [pool.submit(lambda events=events: commit.store(events, now=NOW)) for events in queued]
+        for _ in range(1000):
+            if commit.waiting == len(queued):
+                break
+            threading.Event().wait(0.005)
+        gate.release.set()
+
+        assert leader.result(10) == StoreResult(inserted=1)
+        assert [f.result(10) for f in followers] == [StoreResult(inserted=1)] * 4 + [StoreResult(duplicates=1)]
+        assert stored_ids(db) == ["wamid.WARM", "wamid.FIRST", *(f"wamid.{i}" for i in range(4))]
     finally:
         db.dispose()
 

@@ -5,8 +5,9 @@ writer at a time, concurrent request threads fight for the write lock (``BEGIN I
 handler's sleeps: a p99 of 600 ms at 16 connections). With group commit, one request thread at a time writes
 (the *leader*); requests arriving meanwhile queue up, and when the write is done the leader hands over to the
 oldest queued request, which writes everything queued as ONE batch (:func:`chatops.db.ingest.write_deliveries`:
-one transaction). No extra thread: a request alone writes at once, as before. ``create_app`` uses it for SQLite
-(see ``chatops.web.app._webhook_store`` for the measurements, and why PostgreSQL writes per request).
+one transaction). No extra thread: a request alone writes at once, as before. ``create_app`` uses it on both
+databases (see ``chatops.web.app._webhook_store`` for the measurements): on PostgreSQL a batch is one statement
+and one commit, whose cost on both sides of the socket is shared by its webhooks.
 
 Guarantees are unchanged: a request returns only after the transaction holding its events committed, or raises
 StorageError (503, Meta retries) or UnstorableError (400: the database refused one of its values). When a batch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -73,18 +72,17 @@ def create_app(
 
 
 def _webhook_store(state: WebState) -> webhooks.Store:
-    """How webhooks are written: group commit on SQLite, one write per request on PostgreSQL.
+    """How webhooks are written: group commit (chatops.db.group_commit), on both databases.
 
     SQLite has one writer at a time; request threads racing for its lock (BEGIN IMMEDIATE, then the busy
-    handler's sleeps) made the p99 600 ms. Group commit (chatops.db.group_commit) writes them one batch at a
-    time: at 16 connections p99 599 -> 22 ms and 1.23x the throughput; at 64, p99 604 -> 217 ms for 0.70x the
-    throughput (bench/webhooks setup, interleaved runs). On PostgreSQL it also gained 1.23x at 16 connections
-    but lost 30-50% at 64, where waitress' task queue is deep and every batch hand-over adds GIL and
-    context-switch churn (context switches per request 27 -> 50): one write per request holds up at both.
+    handler's sleeps) made the p99 600 ms. Group commit writes them one batch at a time: at 16 connections p99
+    599 -> 22 ms and 1.23x the throughput (bench/webhooks setup, interleaved runs).
+
+    On PostgreSQL every write costs a statement and a commit on both sides of the socket, whatever the number of
+    messages it carries: written one per request, the backends spent ~500 us per acknowledgement, written in
+    batches ~170 us (bench/README.md, issue 14). A request alone still writes at once; batches form only while a
+    write is in flight.
     """
     from chatops.db.group_commit import GroupCommit
-    from chatops.db.ingest import store_events
 
-    if state.db.dialect.name == "sqlite":
-        return GroupCommit(state.db, on_batch=state.metrics.webhook_batch).store
-    return functools.partial(store_events, state.db)
+    return GroupCommit(state.db, on_batch=state.metrics.webhook_batch).store

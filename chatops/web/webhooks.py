@@ -3,7 +3,7 @@
 A POST is acknowledged (200) only after its events are committed; when the database is unavailable the answer
 is 503 and Meta retries for up to 7 days. A webhook the database refuses (a value it cannot hold) is a 400 with
 the reason: retrying cannot help, and nothing of it is stored. Verification, parsing and storage are library
-calls; this module only adapts requests to them. On SQLite concurrent webhooks are committed together
+calls; this module only adapts requests to them. Concurrent webhooks are committed together
 (:mod:`chatops.db.group_commit`).
 
 ``POST /webhooks/<channel>`` is the one route under load (three status webhooks come for every message sent), so
