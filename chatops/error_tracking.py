@@ -13,6 +13,7 @@ Raises ConfigError when a DSN is set and the SDK is not installed.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -95,13 +96,45 @@ def init_error_tracking(settings: Settings, *, transport: Any = None) -> bool:
     options: dict[str, Any] = {
         "dsn": settings.sentry_dsn.get_secret_value(),
         "release": f"chatops@{__version__}",
-        "include_local_variables": False,  # a frame's locals hold messages, phone numbers and tokens
         "max_request_body_size": "never",
         "before_send": lambda event, _hint: scrub_event(event, secrets),
         "before_breadcrumb": lambda crumb, _hint: _scrub(crumb, secrets),
         "traces_sample_rate": 0.0,
     }
+    options.update(_sdk_options(sentry_sdk.VERSION))
     if transport is not None:
         options["transport"] = transport
     sentry_sdk.init(**options)
     return True
+
+
+def _sdk_options(version: str) -> dict[str, Any]:
+    """What differs between the SDK's majors (the extra allows either): error log lines become events, and the
+    SDK's own collection is off where it could carry personal data (frame locals: messages, phone numbers,
+    tokens; user and request details, AI prompts and answers, SQL parameters).
+
+    SDK 2 sends ``logging`` errors as events by default and has ``include_local_variables``. SDK 3 enables the
+    logging integration only when asked (and its ``level`` then means Sentry Logs, which chatops does not send),
+    and replaced ``include_local_variables`` and ``send_default_pii`` by ``data_collection``, whose defaults
+    collect user details.
+    """
+    if int(version.split(".")[0]) < 3:
+        return {"include_local_variables": False}
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
+    off = {"mode": "off"}
+    return {
+        "integrations": [LoggingIntegration(level=None, event_level=logging.ERROR, breadcrumb_level=logging.INFO)],
+        "data_collection": {
+            "stack_frame_variables": False,
+            "user_info": False,
+            "cookies": off,
+            "http_headers": {"request": off},
+            "url_query_params": off,
+            "http_bodies": [],
+            "gen_ai": {"inputs": False, "outputs": False},
+            "mcp": {"inputs": False, "outputs": False},
+            "graphql": {"document": False, "variables": False},
+            "database_query_data": False,
+        },
+    }

@@ -34,6 +34,17 @@ class KeptEvents(Transport):
         self.events += [item.payload.json for item in envelope.items if item.type == "event" and item.payload.json]
 
 
+def without_source_lines(value: Any) -> Any:
+    """The events without the lines of source code around each frame (SDK 3 attaches the whole stack, this test's
+    own frame and its string literals included): code, not data about a request."""
+    if isinstance(value, dict):
+        source = {"pre_context", "context_line", "post_context"}
+        return {key: without_source_lines(item) for key, item in value.items() if key not in source}
+    if isinstance(value, list):
+        return [without_source_lines(item) for item in value]
+    return value
+
+
 @pytest.fixture
 def sentry() -> Iterator[KeptEvents]:
     transport = KeptEvents()
@@ -84,7 +95,7 @@ def test_a_request_error_keeps_no_header_body_or_query(sentry: KeptEvents, tmp_p
     sentry_sdk.flush()
 
     assert sentry.events
-    text = repr(sentry.events)
+    text = repr(without_source_lines(sentry.events))
     for private in (PHONE, "db-password", APP_SECRET, "X-Hub-Signature-256"):
         assert private not in text
     requests = [event["request"] for event in sentry.events if "request" in event]
