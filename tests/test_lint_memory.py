@@ -191,3 +191,74 @@ def test_the_graph_in_the_docs_is_the_pizza_examples(tmp_path: Path) -> None:
     assert dot.stdout.startswith("digraph stages {\n")
     assert '  "confirm" [label="confirm · form: qty, pizza · set total"];\n' in dot.stdout
     assert '  "confirm" -> "start_over" [label="on_invalid"];\n' in dot.stdout
+
+
+GROUPS = """\
+bot:
+  name: Shop
+  start: menu
+stages:
+  menu:
+    reply: menu.j2
+    buttons: [{id: track, title: Track}]
+    transitions:
+      - when: {regex: '#(?P<order_no>\\d{5})'}
+        to: tracking
+        set: {order_no: match.order_no, carrier: match.order_nr}
+      - when: {button: track}
+        to: tracking
+        set: {via: match.order_no}
+      - when: {if: "match.order_no"}
+        to: tracking
+      - when: {regex: '(?P<qty>\\d+) (?P<pizza>\\w+)'}
+        to: pizza
+  tracking:
+    reply: tracking.j2
+    on_error: sorry.j2
+    next: menu
+  pizza:
+    reply: pizza.j2
+    set: {size: match.size}
+    next: menu
+"""
+GROUP_TEMPLATES = {
+    "menu.j2": "Menu {{ state.order_no | default('') }}{{ state.carrier | default('') }}{{ state.via | default('') }}"
+    "{{ state.size | default('') }}",
+    "tracking.j2": "Order {{ match.order_no }}",
+    "sorry.j2": "Sorry about {{ match.order_no }}",
+    "pizza.j2": "{{ match.qty }} x {{ match.pizza }}{% if match.crust is defined %}!{% endif %}",
+}
+
+
+def test_match_groups_are_checked_against_the_regex_of_each_way_into_the_stage(tmp_path: Path) -> None:
+    assert lines(write(tmp_path, GROUPS, GROUP_TEMPLATES)) == [
+        "stages.yaml:11:56: E302 match.order_nr is never set: this transition has no regex group 'order_nr' "
+        "(stage menu) — did you mean 'order_no'?",
+        "stages.yaml:14:26: E302 match.order_no is never set: this transition has no regex group 'order_no' "
+        "(stage menu) — it has no regex, so match is empty",
+        "stages.yaml:15:21: E101 undefined variable 'match' (stage menu) — conditions are tried before a transition "
+        "is chosen, so there is no match yet: test the text with when: {regex: …} and read match in that "
+        "transition's set:",
+        "stages.yaml:25:23: E302 match.size is never set: no regex that leads here has a group 'size' (stage pizza) "
+        "— groups here: pizza, qty",
+        "templates/pizza.j2:1:48: W101 match.crust is never set: no regex that leads here has a group 'crust' "
+        "(stage pizza) — groups here: pizza, qty",
+        "templates/sorry.j2:1:22: E302 match.order_no is never set: on_error templates see no match (stage tracking) "
+        "— read state.order_no (set: keeps a group)",
+        "templates/tracking.j2:1:16: W302 match.order_no may be undefined here (stage tracking) — the stage also "
+        "answers after the transition from 'menu' (button track), where match has no 'order_no' (its groups: none); "
+        "keep the group with set: on the transition and read state.order_no, or guard it: match.order_no | default(…)",
+    ]
+
+
+def test_a_stage_answering_again_has_no_match(tmp_path: Path) -> None:
+    stages = GROUPS.replace("    on_error: sorry.j2\n    next: menu\n", "    on_error: sorry.j2\n").replace(
+        "      - when: {button: track}\n        to: tracking\n        set: {via: match.order_no}\n", ""
+    )
+    found = [line for line in lines(write(tmp_path, stages, GROUP_TEMPLATES)) if "tracking.j2" in line]
+    assert found == [
+        "templates/tracking.j2:1:16: W302 match.order_no may be undefined here (stage tracking) — the stage also "
+        "answers after the transition from 'menu' (if match.order_no), where match has no 'order_no' (its groups: "
+        "none); keep the group with set: on the transition and read state.order_no, or guard it: "
+        "match.order_no | default(…)",
+    ]

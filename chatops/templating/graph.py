@@ -51,7 +51,7 @@ def _node_label(bot: BotDefinition, name: str, stage: Stage) -> str:
 def _edges(name: str, stage: Stage) -> list[tuple[str, str, str]]:
     found = []
     for transition in stage.transitions:
-        label = _condition(transition.when)
+        label = condition_label(transition.when)
         if transition.assign:
             label += " · set " + ", ".join(transition.assign)
         found.append((name, transition.to, label))
@@ -62,7 +62,8 @@ def _edges(name: str, stage: Stage) -> list[tuple[str, str, str]]:
     return found
 
 
-def _condition(condition: Condition) -> str:
+def condition_label(condition: Condition) -> str:
+    """A short description of a transition's condition (``regex (qty, pizza)``, ``button yes``)."""
     kind = condition.kind
     if kind == "button":
         text = f"button {condition.button}"

@@ -24,6 +24,7 @@ from jinja2 import Environment, nodes
 from chatops.config.bot import BotDefinition, display_path, template_files_in, validate_bot
 from chatops.config.bot_schema import FORM_ATTRIBUTES, PROVIDER_EXPRESSION_KINDS, did_you_mean
 from chatops.templating.flow import Moment, StateFlow
+from chatops.templating.graph import condition_label
 from chatops.templating.growth import HINT as GROWTH_HINT
 from chatops.templating.growth import unbounded_growth
 from chatops.templating.sandbox import ChatopsSandbox
@@ -38,6 +39,10 @@ _INPUT = {
     "match": "provider inputs read state, not match: keep the group with set: on the transition "
     "(set: {x: match.x}) and read state.x",
     "form": "provider inputs read state, not form: a form's valid fields are in state",
+}
+_CONDITION = {
+    "match": "conditions are tried before a transition is chosen, so there is no match yet: test the text with "
+    "when: {regex: …} and read match in that transition's set:",
 }
 _WINDOW = dict.fromkeys(
     ("state", "match", "form"), "whatsapp_template params see the built-ins and static variables only"
@@ -62,7 +67,17 @@ RULES: Mapping[str, tuple[Severity, str]] = {
     "W203": ("warning", "start stage whose reply a new conversation never sees (its transitions end in default)"),
     "W301": ("warning", "state read where some path from start leaves it unset"),
     "N301": ("note", "state name set but never read"),
+    "E302": ("error", "match group that no regex leading here has"),
+    "W302": ("warning", "match group read where the stage can also answer without it"),
 }
+
+
+@dataclass(frozen=True)
+class _Way:
+    """One way a stage comes to answer, and the regex groups ``match`` then has."""
+
+    description: str  # "after the transition from 'menu' (regex (qty, pizza))"
+    groups: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,8 @@ class _Linter:
         self.flow: StateFlow | None = None
         self.state_reads: set[str] = set()
         self.provider_names: frozenset[str] = frozenset()
+        self.bot: BotDefinition | None = None
+        self.ways: dict[str, list[_Way]] = {}
         # provider -> the (stage, moment) pairs whose templates read it: where it runs, so what state it sees
         self.provider_runs: dict[str, set[tuple[str, Moment]]] = {}
 
@@ -230,6 +247,7 @@ class _Linter:
 
     def run(self, bot: BotDefinition) -> None:
         self.flow = StateFlow(bot) if bot.bot.start in bot.stages else None
+        self.bot = bot
         self.provider_names = frozenset(provider.name for provider in bot.providers)
         for name, stage in bot.stages.items():
             for provider in stage.providers or ():  # a stage's providers list runs them whatever its reply reads
@@ -347,9 +365,11 @@ class _Linter:
         cols: tuple[int, int] | None = None,
         moment: Moment = "answer",
         unavailable: Mapping[str, str] | None = None,
+        match_ways: list[_Way] | None = None,
     ) -> None:
         """Check one use against ``names``; ``unavailable`` gives the hint for a name that is known elsewhere but
-        not here (``match`` in a provider input)."""
+        not here (``match`` in a provider input). ``match`` attributes are checked against the regex groups of
+        ``match_ways`` (default: the ways ``stage`` answers)."""
         line = line if line is not None else use.line
         col, attr_col = cols if cols is not None else (use.col, use.attr_col)
         no_context = context is not None and context.startswith("imported without context")
@@ -377,6 +397,10 @@ class _Linter:
             )
             return
         attributes = names[use.name]
+        if use.name == "match" and use.attr is not None and use.attr not in _MAPPING_METHODS:
+            ways = match_ways if match_ways is not None else self.ways_into(stage, moment)
+            self.match_group(file, use, ways, stage=stage, context=context, line=line, col=attr_col, lines=lines)
+            return
         if use.name == "state" and use.attr is not None:
             self.state_reads.add(use.attr)
             if attributes is not None and use.attr in attributes and stage is not None:
@@ -426,20 +450,110 @@ class _Linter:
             length=len(use.attr),
         )
 
+    def ways_into(self, stage: str | None, moment: Moment) -> list[_Way]:
+        """How ``stage`` comes to answer (a transition into it, answering again, on_invalid) with the groups
+        ``match`` has each way; its ``on_error`` template sees none. Empty when nothing leads to it."""
+        if stage is None or self.bot is None or stage not in self.bot.stages:
+            return []
+        if moment == "error":
+            return [_Way("in its on_error template", frozenset())]
+        if not self.ways:  # every stage's ways at once: one pass over the transitions
+            self.ways = self.all_ways(self.bot)
+        return self.ways.get(stage, [])
+
+    @staticmethod
+    def all_ways(bot: BotDefinition) -> dict[str, list[_Way]]:
+        ways: dict[str, list[_Way]] = {name: [] for name in bot.stages}
+        waiting = {bot.bot.start}
+        for source, spec in bot.stages.items():
+            for transition in spec.transitions:
+                if transition.to in ways:
+                    label = condition_label(transition.when)
+                    groups = frozenset(transition.when.groups)
+                    ways[transition.to].append(_Way(f"after the transition from '{source}' ({label})", groups))
+            if spec.extract and spec.on_invalid in ways:
+                ways[spec.on_invalid].append(_Way(f"as on_invalid of '{source}'", frozenset()))
+            # where the conversation waits for the next message (and may answer again, with no match)
+            waiting.add(spec.next if spec.next in bot.stages else source)
+            if spec.extract:
+                waiting.add(source)
+        for name in waiting & set(ways):
+            if not any(t.when.default and t.when.state is None for t in bot.stages[name].transitions):
+                ways[name].append(_Way("again when no transition matches a message", frozenset()))
+        return ways
+
+    def match_group(
+        self,
+        file: str,
+        use: VariableUse,
+        ways: list[_Way],
+        *,
+        stage: str | None,
+        context: str | None,
+        line: int,
+        col: int,
+        lines: list[str] | None,
+    ) -> None:
+        """E302 / W302: ``match.x`` where no way into the stage (or only some) has a regex group ``x``."""
+        attr = use.attr
+        if not ways or attr is None:
+            return
+        lacking = [way for way in ways if attr not in way.groups]
+        if not lacking:
+            return
+        groups = sorted({group for way in ways for group in way.groups})
+        shown = f"groups here: {', '.join(groups)}" if groups else "no regex leads here, so match is empty"
+        if len(lacking) == len(ways):
+            if ways[0].description == "in its on_error template":
+                reason, hint = "on_error templates see no match", f"read state.{attr} (set: keeps a group)"
+            elif len(ways) == 1 and ways[0].description.startswith("this transition"):
+                reason = f"{ways[0].description} has no regex group '{attr}'"
+                hint = _closest(attr, groups) or (
+                    f"its groups: {', '.join(groups)}" if groups else "it has no regex, so match is empty"
+                )
+            else:
+                reason = f"no regex that leads here has a group '{attr}'"
+                hint = _closest(attr, groups) or shown
+            code = "W101" if use.attr_guarded else "E302"
+            message = f"match.{attr} is never set: {reason}"
+        elif use.attr_guarded:
+            return
+        else:
+            code, way = "W302", lacking[0]
+            message = f"match.{attr} may be undefined here"
+            having = ", ".join(sorted(way.groups)) or "none"
+            hint = (
+                f"the stage also answers {way.description}, where match has no '{attr}' (its groups: {having}); "
+                f"keep the group with set: on the transition and read state.{attr}, or guard it: "
+                f"match.{attr} | default(…)"
+            )
+        self.add(file, line, col, code, message, stage=stage, context=context, hint=hint, lines=lines, length=len(attr))
+
     def memory_expressions(self, bot: BotDefinition) -> None:
         """``set:`` expressions and ``if:`` conditions of stages.yaml: their names, and the state they read."""
-        base = {**bot.template_variables(), "match": None}
+        base = bot.template_variables()
+        conditions = {key: value for key, value in base.items() if key != "match"}
         for name, stage in bot.stages.items():
+            ways = self.ways_into(name, "answer")
             for key, source in stage.assign.items():
-                names = {**bot.template_variables(name), "match": None}
-                self.inline(bot, ("stages", name, "set", key), source, names, f"stage {name}", expression=True)
+                names = bot.template_variables(name)
+                path: tuple[str | int, ...] = ("stages", name, "set", key)
+                self.inline(bot, path, source, names, f"stage {name}", expression=True, match_ways=ways)
             for index, transition in enumerate(stage.transitions):
-                path: tuple[str | int, ...] = ("stages", name, "transitions", index)
+                path = ("stages", name, "transitions", index)
+                own = [_Way("this transition", frozenset(transition.when.groups))]
                 for key, source in transition.assign.items():
-                    self.inline(bot, (*path, "set", key), source, base, f"stage {name}", expression=True)
+                    ctx = f"stage {name}"
+                    self.inline(bot, (*path, "set", key), source, base, ctx, expression=True, match_ways=own)
                 if transition.when.test is not None:
                     self.inline(
-                        bot, (*path, "when", "if"), transition.when.test, base, f"stage {name}", expression=True
+                        bot,
+                        (*path, "when", "if"),
+                        transition.when.test,
+                        conditions,
+                        f"stage {name}",
+                        expression=True,
+                        unavailable=_CONDITION,
                     )
                 self.state_reads |= set(transition.when.state or ())
 
@@ -523,6 +637,7 @@ class _Linter:
         expression: bool = False,
         provider: str | None = None,
         unavailable: Mapping[str, str] | None = None,
+        match_ways: list[_Way] | None = None,
     ) -> None:
         if not isinstance(text, str):
             return
@@ -557,6 +672,7 @@ class _Linter:
                 line=line,
                 cols=(col, attr_col),
                 unavailable=unavailable,
+                match_ways=match_ways if match_ways is not None else [],
             )
             state_names = names.get("state")
             if provider is not None and use.name == "state" and state_names and use.attr in state_names:
