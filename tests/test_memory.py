@@ -6,6 +6,7 @@ SQLite and PostgreSQL; the edge cases run through ``handle_turn`` on small bots 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -77,22 +78,32 @@ def test_an_order_is_remembered_across_turns(simulate: Any, database_url: str) -
         "  [Yes, deliver it] [No, cancel]\n"
         "  (--button yes | no)\n"
         "stage: menu → confirm\n"
+        'state: pizza="Diavola", qty=2, total=19.0\n'
+        "  set total; extracted pizza, qty\n"  # the regex set them, and the form's extraction agreed
     )
     assert simulate("--button", "yes").stdout == (
-        "Alex: [button yes]\nPizza Pronto: Where to? Please share your location.\nstage: confirm → address\n"
+        "Alex: [button yes]\n"
+        "Pizza Pronto: Where to? Please share your location.\n"
+        "stage: confirm → address\n"
+        'state: pizza="Diavola", qty=2, total=19.0\n'  # nothing changed: no second line
     )
     assert simulate("--location", "41.9,12.5").stdout == (
         "Alex: [location 41.9, 12.5]\n"
         "Pizza Pronto: Thank you! 2 × Diavola is on its way to 41.9000, 12.5000.\n"
         "stage: address → done → menu\n"
+        'state: lat=41.9, lon=12.5, pizza="Diavola", place=null, qty=2, total=19.0\n'
+        "  set lat, lon, place\n"
     )
     assert simulate("hello").stdout == (
         "Alex: hello\n"
         'Pizza Pronto: Your last order was 2 × Diavola. Write "again" to order it again, or a new order.\n'
         "stage: menu → last_order → menu\n"
+        'state: lat=41.9, lon=12.5, pizza="Diavola", place=null, qty=2, total=19.0\n'
     )
     assert "2 × Diavola = 19.00 EUR" in simulate("again").stdout
-    assert "the order is cancelled" in simulate("--button", "no").stdout
+    assert simulate("--button", "no").stdout.endswith(
+        "stage: confirm → cancelled → menu\nstate: (empty)\n  cleared lat, lon, pizza, place, qty, total\n"
+    )
     assert "We bake Margherita, Diavola, Funghi" in simulate("again").stdout  # cleared: nothing to repeat
 
     recorded = rows(database_url, turns.c.id, turns.c.stage_answered, turns.c.state_before, turns.c.state_after)
@@ -109,6 +120,19 @@ def test_an_order_is_remembered_across_turns(simulate: Any, database_url: str) -
         ("menu", {}, {}),
     ]
     assert rows(database_url, conversations.c.stage, conversations.c.state) == [("menu", {})]
+
+
+def test_simulate_json_has_the_state_and_what_the_turn_changed(simulate: Any) -> None:
+    simulate("hi")
+    simulate("2 diavola")
+    data = json.loads(simulate("--button", "no", "--json").stdout)
+    order = {"qty": 2, "pizza": "Diavola", "total": 19.0}
+    assert (data["state_before"], data["state_after"], data["state"]) == (order, {}, {})
+    assert data["state_changes"] == {"set": [], "extracted": [], "cleared": ["pizza", "qty", "total"]}
+    data = json.loads(simulate("3 pizza please", "--json").stdout)
+    assert data["state"] == {"qty": 3}  # the form's own progress (_form) is left out
+    assert data["state_changes"] == {"set": [], "extracted": ["qty"], "cleared": []}
+    assert (data["extraction"]["proposed"], data["extraction"]["asked"]) == ({"qty": 3}, "pizza")
 
 
 # Edge cases through handle_turn ------------------------------------------------------------------------------------
@@ -279,6 +303,8 @@ def test_the_order_form_asks_until_its_fields_are_valid(simulate: Any, database_
         "  [Margherita] [Diavola] [Funghi]\n"
         "  (--button Margherita | Diavola | Funghi)\n"
         "stage: confirm → confirm\n"
+        "state: qty=3\n"
+        "  extracted qty\n"
     )
     assert "3 × Funghi = 27.00 EUR" in simulate("--button", "Funghi").stdout
     assert "2 × Funghi = 18.00 EUR" in simulate("make it 2").stdout  # the form reads corrections too
@@ -540,6 +566,8 @@ def test_every_path_of_the_example_bot_works_offline(northwind: Path, database_u
         "  [Return this order] [Talk to a person]\n"
         "  (--button refund | human)\n"
         "stage: triage → tracking\n"
+        'state: order_number="NW-1234"\n'
+        "  set order_number\n"
     )
     assert "return order NW-20417 (129.00 EUR)" in say("--button", "refund")
     assert "stage: refund → triage" in say("--button", "refund_no")

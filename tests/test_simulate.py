@@ -166,7 +166,12 @@ def test_json_has_the_trace_and_the_graph_requests(simulate: Any) -> None:
         "bot_version",
         "started_at",
         "finished_at",
+        "state_before",
+        "state_after",
+        "state_changes",
+        "extraction",
         "error",
+        "state",
         "earlier_turns",
         "note",
     ]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chatops.web.simulator import SimulatedReply, SimulatedTurn, SimulationResult, UserInput
 
 NEW_STAGE = "(new)"
+_VALUE_WIDTH = 60  # characters of one state value in the transcript (--json has them whole)
 INTERACTIVE_HELP = "Type a message, or /button ID, /location LAT,LON, /fresh, /quit (or end of input)."
 
 
@@ -243,6 +244,8 @@ class _Printer:
             if turn.error:
                 output.info(f"error: {turn.error}", style="yellow")
             output.info(f"stage: {_stage_path(turn)}", style="dim")
+            for line in _state_lines(turn):
+                output.info(line, style="dim")
         for note in _notes(result):
             output.info(note, style="yellow")
 
@@ -310,6 +313,24 @@ def _notes(result: SimulationResult) -> list[str]:
     elif result.message_status == "pending":
         notes.append("(not answered yet)")
     return notes
+
+
+def _state_lines(turn: SimulatedTurn) -> list[str]:
+    """``state: name=value, …`` after the turn and what it changed; nothing for a turn of a bot that keeps none."""
+    changes = turn.state_changes
+    if not turn.state_after and not changes:
+        return []
+    values = ", ".join(f"{name}={_value(turn.state_after[name])}" for name in sorted(turn.state_after))
+    lines = [f"state: {values or '(empty)'}"]
+    if changes:
+        parts = [(label, names) for label, names in changes.to_json().items() if names]
+        lines.append("  " + "; ".join(f"{label} {', '.join(names)}" for label, names in parts))
+    return lines
+
+
+def _value(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 1] + "…"
 
 
 def _stage_path(turn: SimulatedTurn) -> str:

@@ -23,6 +23,7 @@ from chatops.config.settings import Settings
 from chatops.db.connect import storage_error
 from chatops.db.outbox import mark_failed, mark_sent
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
+from chatops.engine.memory import visible_values
 from chatops.engine.runtime import whatsapp_template
 from chatops.engine.sender import CUSTOMER_SERVICE_WINDOW, OUTSIDE_WINDOW_ERROR
 from chatops.engine.window import UNRENDERED_PARAMS, window_message
@@ -168,7 +169,7 @@ class UserConversation:
             message_error=inbound.get("error"),
             mode=state[0].mode if state else None,
             stage=state[0].stage if state else None,
-            state=dict(state[0].state or {}) if state else None,
+            state=visible_values(state[0].state or {}) if state else None,
             turn=answering,
             earlier_turns=tuple(turn for turn in new_turns if turn is not answering),
         )
@@ -180,7 +181,17 @@ class UserConversation:
         trace = {name: getattr(row, name) for name in _TRACE}
         trace |= {"started_at": row.started_at.isoformat(), "finished_at": row.finished_at.isoformat()}
         return SimulatedTurn(
-            row.id, row.stage_before, row.stage_after, row.stage_answered, row.user_text, trace, row.error, replies
+            row.id,
+            row.stage_before,
+            row.stage_after,
+            row.stage_answered,
+            row.user_text,
+            trace,
+            row.error,
+            replies,
+            state_before=visible_values(row.state_before or {}),
+            state_after=visible_values(row.state_after or {}),
+            extraction=row.extraction,
         )
 
     def _reply(self, row: sa.Row[Any], *, settle: bool) -> SimulatedReply:

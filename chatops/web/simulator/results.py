@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatops.channels.events import Channel, OutboundMessage
+from chatops.engine.memory import visible_values
 from chatops.web.simulator.bodies import UserInput
 
 
@@ -36,8 +38,46 @@ class SimulatedReply:
 
 
 @dataclass(frozen=True)
+class StateChanges:
+    """What a turn did to the conversation's state: names it set, names the form extracted, names it cleared.
+
+    A name counts once: ``extracted`` when the form's extraction proposed the value it now has, else ``set``.
+    ``cleared`` names were there before the turn and are not after it (``clear:``, an invalid form field).
+    """
+
+    set: tuple[str, ...] = ()
+    extracted: tuple[str, ...] = ()
+    cleared: tuple[str, ...] = ()
+
+    @classmethod
+    def between(
+        cls, before: Mapping[str, Any], after: Mapping[str, Any], extraction: Mapping[str, Any] | None = None
+    ) -> StateChanges:
+        """The changes from ``before`` to ``after`` (visible names only), ``extraction`` as recorded on the turn."""
+        before, after = visible_values(before), visible_values(after)
+        proposed = (extraction or {}).get("proposed") or {}
+        changed = sorted(name for name in after if name not in before or before[name] != after[name])
+        extracted = tuple(name for name in changed if name in proposed and proposed[name] == after[name])
+        return cls(
+            set=tuple(name for name in changed if name not in extracted),
+            extracted=extracted,
+            cleared=tuple(sorted(name for name in before if name not in after)),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.extracted or self.cleared)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"set": list(self.set), "extracted": list(self.extracted), "cleared": list(self.cleared)}
+
+
+@dataclass(frozen=True)
 class SimulatedTurn:
-    """One row of ``turns`` with its replies; ``trace`` holds the rest of the row (variables, prompt, model …)."""
+    """One row of ``turns`` with its replies; ``trace`` holds the rest of the row (variables, prompt, model …).
+
+    ``state_before``/``state_after`` are the conversation's memory around the turn, without the engine's own ``_``
+    names; ``extraction`` is the form's record (``turns.extraction``), if the stage has ``extract:``.
+    """
 
     id: int
     stage_before: str | None
@@ -47,6 +87,13 @@ class SimulatedTurn:
     trace: dict[str, Any]
     error: str | None
     replies: tuple[SimulatedReply, ...]
+    state_before: dict[str, Any] = field(default_factory=dict)
+    state_after: dict[str, Any] = field(default_factory=dict)
+    extraction: dict[str, Any] | None = None
+
+    @property
+    def state_changes(self) -> StateChanges:
+        return StateChanges.between(self.state_before, self.state_after, self.extraction)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +104,10 @@ class SimulatedTurn:
             "user_text": self.user_text,
             "replies": [reply.to_json() for reply in self.replies],
             **self.trace,
+            "state_before": self.state_before,
+            "state_after": self.state_after,
+            "state_changes": self.state_changes.to_json(),
+            "extraction": self.extraction,
             "error": self.error,
         }
 
@@ -67,7 +118,7 @@ class SimulationResult:
 
     ``message_status`` is the inbound row's status: ``done``, ``skipped``, ``failed``, or ``pending`` when no turn
     ran (the conversation is with a person, a failed turn waits for its retry, a remote server is slow).
-    ``state`` is the conversation's memory afterwards (not part of ``to_json``: simulate's output is unchanged).
+    ``state`` is the conversation's memory afterwards, without the engine's own ``_`` names.
     ``transcript`` is False when the turns could not be read (``--url`` and another database); ``note`` says why.
     """
 
@@ -105,6 +156,7 @@ class SimulationResult:
             "mode": self.mode,
             **turn,
             "stage_after": turn.get("stage_after", self.stage),
+            "state": self.state,
             "earlier_turns": [t.to_json() for t in self.earlier_turns],
             "note": self.note,
         }
