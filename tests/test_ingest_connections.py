@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from chatops.channels.events import InboundMessage
 from chatops.db.connect import check_connection, create_db_engine, parse_database_url
 from chatops.db.ingest import StoreResult, store_events
+from chatops.db.wakeups import wakeups_for
 from chatops.errors import StorageError
 
 pytestmark = pytest.mark.postgres
@@ -114,14 +115,21 @@ def test_the_write_is_prepared_once_per_connection_and_again_on_a_new_one(
     engine = create_db_engine(postgres_url, pool_size=1)
     engine_factory.append(engine)
 
+    def store(message_id: str) -> StoreResult:
+        result = store_events(engine, [message(message_id)], now=NOW)
+        # Its NOTIFY goes out on a pooled connection from the notifier thread; once it is sent, the pool's one
+        # connection is free again (else the next write or look would open an overflow connection).
+        assert wakeups_for(engine).flush(10.0)
+        return result
+
     def prepared() -> list[tuple[str, int]]:
         with engine.connect() as connection:  # the pool's one connection: the one the writes used
             query = "SELECT name, generic_plans + custom_plans FROM pg_prepared_statements"
             return [tuple(row) for row in connection.exec_driver_sql(query)]
 
     for n in range(3):
-        assert store_events(engine, [message(f"wamid.P{n}")], now=NOW) == StoreResult(inserted=1)
+        assert store(f"wamid.P{n}") == StoreResult(inserted=1)
     assert prepared() == [("chatops_store_messages", 3)]  # prepared once, executed three times
     restart_server(postgres_url)  # the session and its prepared statement are gone
-    assert store_events(engine, [message("wamid.P3")], now=NOW) == StoreResult(inserted=1)
+    assert store("wamid.P3") == StoreResult(inserted=1)
     assert prepared() == [("chatops_store_messages", 1)]
