@@ -417,3 +417,25 @@ def test_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["simulate", "--help"])
     assert result.exit_code == 0
     assert 'Example: chatops simulate "where is my order?"' in result.stdout
+
+
+def test_the_example_bot_spends_two_model_calls_on_a_free_question_and_none_on_a_button(
+    simulate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What docs/stages.md says under "Model calls per message", against the real OpenAI SDK and a loopback fake."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        assert simulate("hi", "--at", MONDAY).exit_code == 0
+        assert fake.requests == []
+        question = simulate("do you sell gift cards?", "--at", MONDAY)
+        assert "stage: triage → questions → triage" in question.stdout
+        classify, answer = fake.requests
+        assert classify.body["response_format"]["json_schema"]["name"] == "intent_choice"
+        assert "response_format" not in answer.body
+        assert "You answer general questions about Northwind." in answer.body["messages"][0]["content"]
+        tracked = simulate("--button", "track", "--at", MONDAY)
+        assert "stage: triage → tracking" in tracked.stdout
+        assert len(fake.requests) == 2
