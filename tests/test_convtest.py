@@ -76,6 +76,21 @@ def test_every_expectation_kind_passes() -> None:
     assert result.stdout.splitlines()[-1].startswith("1 passed, 0 failed (2 steps) in ")
 
 
+def test_state_is_what_templates_see_without_a_forms_progress() -> None:
+    write(
+        "form.yaml",
+        """
+        - name: a form still asking
+          steps:
+            - user: ciao
+            - user: 3 pizza please
+              expect: {stage: confirm, state: {qty: 3}, reply: Which pizza would you like?}
+        """,
+    )
+    result = run("form.yaml")
+    assert result.exit_code == 0, result.stdout
+
+
 def test_every_expectation_kind_fails_with_what_happened() -> None:
     write(
         "fail.yaml",
