@@ -276,5 +276,5 @@ def test_status_reports_of_several_webhooks_written_together(db: sa.Engine, repe
     assert outbound(db, rows["S"]).updated_at == later
     assert outbound(db, same_id).status == "sent"
     if db.dialect.name == "postgresql":
-        updates = [s for s in statements if s.lstrip().startswith("UPDATE")]
-        assert len(updates) == (7 if repeated else 1)  # one by one, a "sent" report sends none
+        executed = [s for s in statements if not s.startswith("PREPARE")]  # once in a connection's life
+        assert len(executed) == (7 if repeated else 1)  # one by one, a "sent" report sends none

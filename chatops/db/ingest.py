@@ -254,20 +254,20 @@ def _insert_postgresql(
             strict=True,
         ):
             columns[name].append(value)
-    _prepare(connection)
+    _prepare(connection, _PG_STATEMENT, _PG_PREPARE)
     rows = connection.exec_driver_sql(_PG_EXECUTE, columns).all()
     return {(row[0], row[1]) for row in rows}
 
 
-def _prepare(connection: sa.Connection) -> None:
-    """PREPARE the statement on this database connection, once in its life.
+def _prepare(connection: sa.Connection, name: str, prepare: str) -> None:
+    """PREPARE statement ``name`` on this database connection, once in its life.
 
     ``Connection.info`` belongs to the pooled DBAPI connection, as does a prepared statement (it lives as long as
     the server session), so a replaced connection prepares again. PREPARE is not undone by a rollback.
     """
-    if not connection.info.get(_PG_STATEMENT):
-        connection.exec_driver_sql(_PG_PREPARE)
-        connection.info[_PG_STATEMENT] = True
+    if not connection.info.get(name):
+        connection.exec_driver_sql(prepare)
+        connection.info[name] = True
 
 
 # One UPDATE for the status reports of a batch (what apply_status does report by report), joined to the
@@ -276,7 +276,7 @@ def _prepare(connection: sa.Connection) -> None:
 # batch that names a message twice, or carries a Messenger watermark, is applied report by report instead.
 # The channel is checked on the row's conversation by its primary key, after the provider id found the row: as
 # a join on conversations, the planner (with statistics from before a burst of sends) read every outbound row
-# of each conversation instead, 15-30 ms per batch.
+# of each conversation instead, 15-30 ms per batch. Prepared once per connection, as the messages' statement.
 _PG_STATUS_RANK = "CASE o.status " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in STATUS_RANK.items()) + " END"
 _PG_UPDATE_STATUSES = f"""
 UPDATE outbound_messages AS o SET
@@ -285,14 +285,28 @@ UPDATE outbound_messages AS o SET
     next_attempt_at = CASE WHEN u.rank IS NULL THEN NULL ELSE o.next_attempt_at END,
     error_code = CASE WHEN u.rank IS NULL THEN u.error_code ELSE o.error_code END,
     error = CASE WHEN u.rank IS NULL THEN u.error ELSE o.error END
-FROM unnest(%(ord)s::integer[], %(channel)s::varchar[], %(provider_message_id)s::varchar[], %(status)s::varchar[],
-            %(rank)s::integer[], %(updated_at)s::timestamptz[], %(error_code)s::integer[], %(error)s::text[])
+FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)
         AS u(ord, channel, provider_message_id, status, rank, updated_at, error_code, error)
 WHERE o.provider_message_id = u.provider_message_id
     AND (SELECT c.channel FROM conversations AS c WHERE c.id = o.conversation_id) = u.channel
     AND CASE WHEN u.rank IS NULL THEN o.status <> 'failed' ELSE {_PG_STATUS_RANK} < u.rank END
 RETURNING u.ord
 """
+_PG_STATUS_PARAMETERS = (
+    ("ord", "integer[]"),
+    ("channel", "varchar[]"),
+    ("provider_message_id", "varchar[]"),
+    ("status", "varchar[]"),
+    ("rank", "integer[]"),
+    ("updated_at", "timestamptz[]"),
+    ("error_code", "integer[]"),
+    ("error", "text[]"),
+)
+_PG_STATUS_STATEMENT = "chatops_update_statuses"
+_PG_STATUS_PREPARE = (
+    f"PREPARE {_PG_STATUS_STATEMENT} ({', '.join(t for _, t in _PG_STATUS_PARAMETERS)}) AS {_PG_UPDATE_STATUSES}"
+)
+_PG_STATUS_EXECUTE = f"EXECUTE {_PG_STATUS_STATEMENT} ({', '.join(f'%({n})s::{t}' for n, t in _PG_STATUS_PARAMETERS)})"
 
 
 def _batchable_statuses(updates: list[tuple[int, StatusUpdate]]) -> list[tuple[int, StatusUpdate]] | None:
@@ -311,10 +325,7 @@ def _update_statuses(
     """Apply the reports in one statement; the delivery index of each report that changed a row."""
     if not updates:
         return []
-    columns: dict[str, list[Any]] = {
-        name: []
-        for name in ("ord", "channel", "provider_message_id", "status", "rank", "updated_at", "error_code", "error")
-    }
+    columns: dict[str, list[Any]] = {name: [] for name, _ in _PG_STATUS_PARAMETERS}
     for ord_, (index, update) in enumerate(updates):
         target = status_target(update)
         assert target is not None
@@ -330,7 +341,8 @@ def _update_statuses(
             ("error", status_error(update) if rank is None else None),
         ):
             columns[name].append(value)
-    changed = {row[0] for row in connection.exec_driver_sql(_PG_UPDATE_STATUSES, columns)}
+    _prepare(connection, _PG_STATUS_STATEMENT, _PG_STATUS_PREPARE)
+    changed = {row[0] for row in connection.exec_driver_sql(_PG_STATUS_EXECUTE, columns)}
     return [index for ord_, (index, _) in enumerate(updates) if ord_ in changed]
 
 
