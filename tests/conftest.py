@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tests.databases import BACKENDS, MigratedTemplates, empty_database
+from tests.fakes.graph_api import FakeGraphAPI
+from tests.fakes.openai_server import FakeOpenAI
+from tests.processes import OPENAI_KEY, Fakes, ServeProcess
+from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 META_FIXTURES = ROOT / "tests" / "fixtures" / "meta"
@@ -97,3 +102,58 @@ def db(database_url: str) -> Iterator[sa.Engine]:
     engine = create_db_engine(database_url)
     yield engine
     engine.dispose()
+
+
+# Server processes (tests/processes.py has the helpers) ------------------------------------------------------
+
+
+@pytest.fixture
+def fakes() -> Iterator[Fakes]:
+    """The loopback fake Graph API and fake OpenAI servers, running."""
+    graph = FakeGraphAPI().start()
+    openai = FakeOpenAI().start()
+    try:
+        yield Fakes(graph, openai)
+    finally:
+        graph.stop()
+        openai.stop()
+
+
+@pytest.fixture
+def bot_dir(tmp_path: Path) -> Path:
+    """A copy of the example bot (stages.yaml, templates/, data/) in the test's own directory."""
+    shutil.copy(ROOT / "stages.yaml", tmp_path / "stages.yaml")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    shutil.copytree(ROOT / "data", tmp_path / "data")
+    return tmp_path
+
+
+@pytest.fixture
+def serve(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServeProcess]]:
+    """Starts ``chatops serve`` processes on a database URL; every one is killed at the end of the test."""
+    started: list[ServeProcess] = []
+
+    def start(database_url: str, **settings: str) -> ServeProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATOPS_", "OPENAI_"))}
+        env |= {
+            "CHATOPS_DATABASE_URL": database_url,
+            "CHATOPS_WHATSAPP_APP_SECRET": APP_SECRET,
+            "CHATOPS_WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+            "CHATOPS_WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
+            "CHATOPS_GRAPH_API_URL": fakes.graph.graph_api_url,
+            "CHATOPS_GRAPH_TIMEOUT": "5",
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "OPENAI_BASE_URL": fakes.openai.base_url,
+            "COLUMNS": "200",  # the banner line is never wrapped
+            "PYTHONUNBUFFERED": "1",
+            **settings,
+        }
+        server = ServeProcess(bot_dir, env, name=f"serve-{len(started)}")
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.kill()

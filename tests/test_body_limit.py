@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.test_server_process import ROOT, ServeProcess
+from tests.conftest import ROOT
+from tests.processes import ServeProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 

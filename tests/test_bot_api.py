@@ -18,7 +18,7 @@ from chatops.engine.reload import ReloadWatch, RuntimeHolder
 from chatops.engine.runtime import build_runtime
 from chatops.web.app import create_app
 from tests.admin import AdminHarness
-from tests.test_server_process import ServeProcess, bot_dir, fakes, serve  # noqa: F401
+from tests.processes import ServeProcess
 
 
 @pytest.fixture
@@ -112,8 +112,8 @@ def test_stats_per_day_failures_and_waiting(admin: AdminHarness) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_reload_in_two_server_processes_good_then_bad(
-    serve: Callable[..., ServeProcess],  # noqa: F811
-    bot_dir: Path,  # noqa: F811
+    serve: Callable[..., ServeProcess],
+    bot_dir: Path,
     database_url: str,
     db: sa.Engine,
 ) -> None:

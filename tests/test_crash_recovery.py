@@ -1,7 +1,6 @@
-# ruff: noqa: F811  (the fixtures imported from tests.test_server_process are parameters of the tests here)
 """Crash recovery in seconds (issue 15): heartbeated leases, a restart's recovery, a database cut mid-turn.
 
-Real ``chatops serve`` processes (the harness of tests/test_server_process.py) with ``CHATOPS_LEASE_SECONDS=2``:
+Real ``chatops serve`` processes (the harness of tests/processes.py) with ``CHATOPS_LEASE_SECONDS=2``:
 SIGKILL while the AI answers slowly and while the Graph API answers slowly, then a restart; a turn whose AI call
 outlasts the lease; a database cut (a TCP proxy) in the middle of a turn. Each prints its figure: the time from
 the restart (or the database's return) to the last reply, against its target, the lease plus a small margin.
@@ -19,23 +18,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from chatops.db.tables import inbound_messages
-from tests.tcp_proxy import TCPProxy
-from tests.test_server_process import (  # noqa: F401  (bot_dir, fakes, serve: fixtures used by name)
+from tests.processes import (
     WORKERS,
     Fakes,
     Meta,
     ServeProcess,
-    bot_dir,
     conversation_turns,
-    fakes,
     held_leases,
     message,
     reply_counts,
     sending_rows,
-    serve,
     unanswered,
     wait_for,
 )
+from tests.tcp_proxy import TCPProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

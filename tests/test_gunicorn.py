@@ -5,8 +5,6 @@ PostgreSQL in front of the loopback fakes; the tests look at HTTP answers, the f
 the process tree (``/proc``).
 """
 
-# ruff: noqa: F811 — the fixtures bot_dir and fakes come from test_server_process; tests name them as parameters
-
 from __future__ import annotations
 
 import os
@@ -20,39 +18,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.processes import OPENAI_KEY, Fakes, ServeProcess, children, message, post, reads, sends, sent_text, wait_for
 from tests.test_metrics_coverage import sample
-from tests.test_server_process import (  # noqa: F401 — bot_dir and fakes are fixtures
-    OPENAI_KEY,
-    Fakes,
-    ServeProcess,
-    bot_dir,
-    fakes,
-    message,
-    post,
-    reads,
-    sends,
-    sent_text,
-    wait_for,
-)
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def children(pid: int) -> dict[int, str]:
-    """The child processes of ``pid``: pid → command line."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == pid:
-            found[int(entry.name)] = command
-    return found
 
 
 def background_pids(pid: int) -> list[int]:

@@ -32,7 +32,7 @@ from chatops.channels import sign
 from chatops.db.tables import inbound_messages
 from tests.fakes.graph_api import FakeGraphAPI, Reply
 from tests.fakes.openai_server import FakeOpenAI, HTTPError
-from tests.test_server_process import ServeProcess, wait_for
+from tests.processes import ServeProcess, wait_for
 from tests.webhook import whatsapp_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

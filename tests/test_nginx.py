@@ -6,8 +6,6 @@ and log paths. Through it: the verify handshake, a signed webhook whose signatur
 body over the limit refused by nginx itself, ``/metrics`` not public, the request id in nginx's log.
 """
 
-# ruff: noqa: F401, F811 — the fixtures bot_dir and fakes come from test_server_process; tests name them as parameters
-
 from __future__ import annotations
 
 import json
@@ -25,16 +23,7 @@ import httpx
 import pytest
 
 from chatops.channels import sign
-from tests.test_server_process import (
-    OPENAI_KEY,
-    Fakes,
-    ServeProcess,
-    bot_dir,
-    fakes,
-    reads,
-    sends,
-    wait_for,
-)
+from tests.processes import OPENAI_KEY, Fakes, ServeProcess, reads, sends, wait_for
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, whatsapp_text
 
 pytestmark = [

@@ -15,7 +15,7 @@ from chatops.db.api_keys import create_key
 from chatops.db.tables import inbound_messages, outbound_messages, turns
 from chatops.engine.flood import shared_storage
 from tests.admin import AdminHarness
-from tests.test_server_process import ServeProcess, bot_dir, fakes, serve  # noqa: F401
+from tests.processes import ServeProcess
 
 REDIS = "redis://127.0.0.1:6379"
 STORAGES = ["memory://", REDIS]
@@ -114,7 +114,7 @@ def test_a_flooding_user_gets_one_slow_down_reply_and_the_excess_skips_the_ai(
 
 @pytest.mark.slow
 def test_two_server_processes_share_the_limits_through_redis(
-    serve: Callable[..., ServeProcess],  # noqa: F811
+    serve: Callable[..., ServeProcess],
     database_url: str,
     db: sa.Engine,
 ) -> None:

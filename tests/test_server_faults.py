@@ -23,22 +23,10 @@ import sqlalchemy as sa
 
 from chatops.db.tables import inbound_messages
 from chatops.engine.turn import FALLBACK_ERROR_TEXT
+from tests.conftest import ROOT
 from tests.plugins.hostile import write_hostile_bot
+from tests.processes import Fakes, ServeProcess, inbound, message, post, sends, sent_text, wait_for
 from tests.test_outbox import add_conversation, add_outbound, outbound
-from tests.test_server_process import (  # noqa: F401  (fixtures are used by name)
-    ROOT,
-    Fakes,
-    ServeProcess,
-    bot_dir,
-    fakes,
-    inbound,
-    message,
-    post,
-    sends,
-    sent_text,
-    serve,
-    wait_for,
-)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -57,9 +45,9 @@ def test_hostile_provider_values_leave_every_thread_alive(
     backend: str,
     database_url: str,
     db: sa.Engine,
-    bot_dir: Path,  # noqa: F811
-    fakes: Fakes,  # noqa: F811
-    serve: Callable[..., ServeProcess],  # noqa: F811
+    bot_dir: Path,
+    fakes: Fakes,
+    serve: Callable[..., ServeProcess],
 ) -> None:
     write_hostile_bot(bot_dir)
     server = serve(database_url, PYTHONPATH=str(ROOT), CHATOPS_TURN_MAX_ATTEMPTS="2")
@@ -105,9 +93,9 @@ def test_hostile_provider_values_leave_every_thread_alive(
 def test_readyz_reports_a_dead_worker_and_serve_starts_it_again(
     database_url: str,
     db: sa.Engine,
-    bot_dir: Path,  # noqa: F811
-    fakes: Fakes,  # noqa: F811
-    serve: Callable[..., ServeProcess],  # noqa: F811
+    bot_dir: Path,
+    fakes: Fakes,
+    serve: Callable[..., ServeProcess],
 ) -> None:
     write_hostile_bot(bot_dir)
     server = serve(database_url, PYTHONPATH=str(ROOT), CHATOPS_TURN_MAX_ATTEMPTS="1")
@@ -143,7 +131,7 @@ def test_readyz_reports_a_dead_worker_and_serve_starts_it_again(
 def test_chatops_worker_says_a_problem_once_not_every_second(
     database_url: str,
     db: sa.Engine,
-    bot_dir: Path,  # noqa: F811
+    bot_dir: Path,
 ) -> None:
     now = datetime.now(UTC)
     add_outbound(db, add_conversation(db, last_inbound_at=now), "waiting for a token", next_attempt_at=now)

@@ -1,6 +1,6 @@
 """Process tests of ``chatops serve`` with poisoned webhooks (docs/events.md, "What enters from a webhook"):
 a poisoned message inside a batch costs nothing else of it, and on SQLite, concurrent good requests beside
-poisoned ones in the same group commits are all acknowledged. The harness is tests/test_server_process.py's.
+poisoned ones in the same group commits are all acknowledged. The harness is tests/processes.py.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests import test_server_process as harness
-from tests.test_server_process import Fakes, ServeProcess, inbound, post, unanswered, wait_for
+from tests.processes import Fakes, ServeProcess, inbound, post, unanswered, wait_for
 from tests.webhook import PHONE_NUMBER_ID
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
-bot_dir, fakes, serve = harness.bot_dir, harness.fakes, harness.serve  # the harness' fixtures, used by name
 BAD = "\ufffd"
 
 

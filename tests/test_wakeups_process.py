@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the fixtures imported from tests.test_server_process are parameters of the tests here)
 """Wake-ups on PostgreSQL, process level (issue 17): a reply starts within milliseconds of the acknowledgement, an
 idle server sends the database nothing, and the LISTEN connection comes back after a database cut.
 
@@ -21,19 +20,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from tests.processes import OPENAI_KEY, Fakes, ServeProcess, children, message, post, reads, wait_for
 from tests.tcp_proxy import TCPProxy
-from tests.test_gunicorn import children
-from tests.test_server_process import (  # noqa: F401  (bot_dir, fakes: fixtures used by name)
-    OPENAI_KEY,
-    Fakes,
-    ServeProcess,
-    bot_dir,
-    fakes,
-    message,
-    post,
-    reads,
-    wait_for,
-)
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

@@ -4,8 +4,6 @@ A real ``chatops serve --no-workers`` takes the webhook, a real ``chatops worker
 listener is scraped over loopback with and without the bearer token.
 """
 
-# ruff: noqa: F811 — the fixtures bot_dir and fakes come from test_server_process; tests name them as parameters
-
 from __future__ import annotations
 
 import os
@@ -18,18 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import OPENAI_KEY, Fakes, ServeProcess, message, post, sends, wait_for
 from tests.test_metrics_coverage import sample
-from tests.test_server_process import (  # noqa: F401 — bot_dir and fakes are fixtures
-    OPENAI_KEY,
-    Fakes,
-    ServeProcess,
-    bot_dir,
-    fakes,
-    message,
-    post,
-    sends,
-    wait_for,
-)
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
