@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from tests.databases import BACKENDS, MigratedTemplates, empty_database
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI
 from tests.processes import OPENAI_KEY, Fakes, ServeProcess
+from tests.replays import OrderAPI, Recorded, recorded_corpus
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,3 +160,23 @@ def serve(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServeProcess]]:
     finally:
         for server in started:
             server.kill()
+
+
+# A replay corpus (tests/replays.py) -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def order_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OrderAPI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/orders"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def recorded(tmp_path: Path, database_url: str, db: sa.Engine, order_api: str) -> Iterator[Recorded]:
+    """Three conversations recorded through the Flask route and the worker, AI through the fake OpenAI."""
+    with recorded_corpus(tmp_path, database_url, db, order_api) as corpus:
+        yield corpus

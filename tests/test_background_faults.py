@@ -35,9 +35,9 @@ from chatops.engine.turn import FALLBACK_ERROR_TEXT
 from chatops.engine.worker import Worker
 from chatops.web.app import create_app
 from tests.fakes.graph_api import FakeGraphAPI
+from tests.harness import Clock
+from tests.outbox import T0, WA_TOKEN, add_conversation, add_outbound, outbound
 from tests.plugins import hostile
-from tests.test_outbox import T0, WA_TOKEN, add_conversation, add_outbound, outbound
-from tests.test_worker import Clock
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, Webhook, whatsapp_text
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])

@@ -17,10 +17,9 @@ from chatops.db import audit
 from chatops.db.staff import create_account, list_accounts
 from chatops.db.tables import conversations, outbound_messages, staff_sessions
 from chatops.web.console import pages
-from tests.admin import ROLES
+from tests.admin import ROLES, deliver, handed_off, sent_texts
 from tests.console import PASSWORD, ConsoleHarness, staff_email
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.test_handoff import deliver, handed_off, sent_texts
 
 runner = CliRunner()
 

@@ -21,9 +21,9 @@ from werkzeug.serving import make_server
 
 from chatops.channels import sign
 from chatops.db.tables import conversations, outbound_messages
+from tests.admin import deliver, sent_texts
 from tests.console import PASSWORD, ConsoleHarness, staff_email
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.test_handoff import deliver, sent_texts
 from tests.webhook import APP_SECRET, PHONE_NUMBER_ID, whatsapp_text
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,19 +8,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from chatops.channels.graph import GraphClient
 from chatops.cli.app import app as cli
 from chatops.db.tables import conversations, inbound_messages, outbound_messages
-from chatops.engine.sender import OutboxSender
-from tests.admin import AdminHarness
+from tests.admin import AdminHarness, deliver, handed_off, sent_texts
 from tests.bots import STAGES
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.webhook import ACCESS_TOKEN
 
 runner = CliRunner()
 
@@ -36,44 +32,6 @@ def admin(tmp_path: Path, database_url: str, db: sa.Engine, graph: FakeGraphAPI)
     harness = AdminHarness(tmp_path, database_url, db, graph_api_url=graph.graph_api_url)
     yield harness
     harness.runtime.variables.runner.close()
-
-
-def deliver(admin: AdminHarness) -> None:
-    """Run the real sender against the fake Graph API until the outbox is empty; the texts it sent."""
-    with httpx.Client() as http:
-        sender = OutboxSender(
-            admin.settings,
-            admin.db,
-            GraphClient.from_settings(admin.settings, http),
-            clock=admin.clock,
-            token_source=lambda channel: ACCESS_TOKEN,
-            concurrency=1,
-        )
-        try:
-            for _ in range(20):
-                if not sender.send_due():
-                    break
-        finally:
-            sender.close()
-
-
-def sent_texts(graph: FakeGraphAPI) -> list[str]:
-    texts = []
-    for request in graph.requests:
-        body = request.body or {}
-        if body.get("type") == "text":
-            texts.append(body["text"]["body"])
-        elif body.get("type") == "template":
-            texts.append(f"template:{body['template']['name']}")
-    return texts
-
-
-def handed_off(admin: AdminHarness) -> int:
-    admin.send("hello")
-    admin.drain()
-    admin.send("I need a human")
-    admin.drain()
-    return admin.conversation_id()
 
 
 def test_round_trip_bot_person_operator_and_back(admin: AdminHarness, graph: FakeGraphAPI) -> None:

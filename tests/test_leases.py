@@ -13,7 +13,7 @@ from chatops.db.outbox import claim_outbound
 from chatops.db.tables import conversations
 from chatops.engine.leases import LeaseKeeper
 from chatops.engine.supervision import Heartbeat
-from tests.test_outbox import T0, add_conversation, add_outbound, outbound
+from tests.outbox import T0, add_conversation, add_outbound, outbound
 
 LEASE = timedelta(seconds=20)
 

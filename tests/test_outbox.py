@@ -33,86 +33,11 @@ from chatops.db.tables import conversations, outbound_messages
 from chatops.engine.sender import OUTSIDE_WINDOW_ERROR, OutboxSender, RetryPolicy, TokenSource
 from chatops.errors import ConfigError
 from tests.fakes.graph_api import FakeGraphAPI, RecordedRequest, Reply
+from tests.outbox import PAGE_ID, PAGE_TOKEN, PHONE_ID, T0, WA_TOKEN, add_conversation, add_outbound, outbound
 
-T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-PHONE_ID = "106540352242922"
-PAGE_ID = "101234567890123"
-WA_TOKEN = "wa-token-1"
-PAGE_TOKEN = "page-token-1"
 TEMPLATE = OutboundMessage(kind="template", template_name="follow_up", template_language="de_DE")
 
-
-# Seed data and readers ---------------------------------------------------------------------------------------
-
-
-_user_ids = iter(range(10_000, 100_000))
-
-
-def add_conversation(
-    db: sa.Engine,
-    *,
-    channel: Channel = "whatsapp",
-    user_id: str | None = None,
-    last_inbound_at: datetime | None = T0 - timedelta(minutes=5),
-) -> int:
-    account_id = PHONE_ID if channel == "whatsapp" else PAGE_ID
-    with db.begin() as connection:
-        return int(
-            connection.execute(
-                sa.insert(conversations)
-                .values(
-                    channel=channel,
-                    account_id=account_id,
-                    user_id=user_id or f"49151{next(_user_ids)}",
-                    state={},
-                    mode="bot",
-                    turn_count=0,
-                    last_inbound_at=last_inbound_at,
-                    created_at=T0 - timedelta(days=1),
-                    updated_at=T0 - timedelta(days=1),
-                )
-                .returning(conversations.c.id)
-            ).scalar_one()
-        )
-
-
-def add_outbound(
-    db: sa.Engine,
-    conversation_id: int,
-    message: OutboundMessage | str = "Hello",
-    *,
-    reply_to: str | None = None,
-    next_attempt_at: datetime = T0,
-    status: str = "pending",
-    provider_message_id: str | None = None,
-    sent_at: datetime | None = None,
-) -> int:
-    if isinstance(message, str):
-        message = OutboundMessage(text=message)
-    with db.begin() as connection:
-        return int(
-            connection.execute(
-                sa.insert(outbound_messages)
-                .values(
-                    conversation_id=conversation_id,
-                    body=message.to_json(),
-                    reply_to=reply_to,
-                    status=status,
-                    provider_message_id=provider_message_id,
-                    attempts=0,
-                    next_attempt_at=next_attempt_at,
-                    created_at=T0 - timedelta(seconds=1),
-                    updated_at=T0 - timedelta(seconds=1),
-                    sent_at=sent_at,
-                )
-                .returning(outbound_messages.c.id)
-            ).scalar_one()
-        )
-
-
-def outbound(db: sa.Engine, row_id: int) -> sa.Row[Any]:
-    with db.connect() as connection:
-        return connection.execute(sa.select(outbound_messages).where(outbound_messages.c.id == row_id)).one()
+# Readers ---------------------------------------------------------------------------------------------------
 
 
 def user_of(db: sa.Engine, conversation_id: int) -> str:

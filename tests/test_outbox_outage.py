@@ -14,8 +14,8 @@ from chatops.config.settings import load_settings
 from chatops.db.connect import create_db_engine, parse_database_url
 from chatops.engine.sender import OutboxSender
 from tests.fakes.graph_api import FakeGraphAPI, Reply
+from tests.outbox import T0, WA_TOKEN, add_conversation, add_outbound, outbound
 from tests.tcp_proxy import TCPProxy
-from tests.test_outbox import T0, WA_TOKEN, add_conversation, add_outbound, outbound
 
 
 @pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_replay import Recorded, order_api, recorded, replay  # noqa: F401  # fixtures shared with test_replay
+from tests.replays import Recorded, replay
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_report_renders_offline_with_the_json_counts(recorded: Recorded) -> None:  # noqa: F811
+def test_report_renders_offline_with_the_json_counts(recorded: Recorded) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; .ci/run does)")

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from chatops.db.tables import inbound_messages
 from chatops.engine.turn import FALLBACK_ERROR_TEXT
 from tests.conftest import ROOT
+from tests.outbox import add_conversation, add_outbound, outbound
 from tests.plugins.hostile import write_hostile_bot
 from tests.processes import Fakes, ServeProcess, inbound, message, post, sends, sent_text, wait_for
-from tests.test_outbox import add_conversation, add_outbound, outbound
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 

@@ -30,7 +30,7 @@ from chatops.db.tables import inbound_messages, outbound_messages
 from chatops.db.wakeups import Wakeups, wakeups_for
 from chatops.engine.wakeups import Listener
 from chatops.engine.worker import Worker
-from tests.test_worker import START, Harness
+from tests.harness import START, Harness
 
 FAR = 30.0  # a poll interval longer than any wait here: only a wake-up can explain a prompt answer
 

@@ -23,7 +23,7 @@ from chatops.engine.worker import Worker
 from chatops.web.app import create_app
 from tests.bots import write_bot
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.test_worker import Clock
+from tests.harness import Clock
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, Webhook, whatsapp_text
 
 
