@@ -138,11 +138,16 @@ def main_options(
     ctx.obj = {"stages": stages, "database_url": database_url, "log_level": log_level, "log_format": log_format}
 
 
-def database_engine(ctx: typer.Context) -> sa.Engine:
-    """An engine on the settings' database with one connection: what a one-shot command (keys, users …) needs."""
+def database_engine(ctx: typer.Context, *, settings: Settings | None = None) -> sa.Engine:
+    """An engine with one connection: what a one-shot command (keys, users, prune …) needs; the caller disposes it.
+
+    On the database of ``settings``, or of the settings read for it from ``ctx`` (``settings_from``: database URL
+    and log level) when the command has not read its own.
+    """
     from chatops.db.connect import create_db_engine
 
-    settings = settings_from(ctx, uses=("database_url", "log_level"))
+    if settings is None:
+        settings = settings_from(ctx, uses=("database_url", "log_level"))
     return create_db_engine(settings.database_url, pool_size=1)
 
 

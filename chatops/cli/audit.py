@@ -22,14 +22,10 @@ def audit_command(
 
     Example: chatops audit --limit 20 --actor ops-bot
     """
-    from chatops.cli.app import settings_from
+    from chatops.cli.app import database_engine
     from chatops.db.audit import list_entries
-    from chatops.db.connect import create_db_engine
 
-    settings = settings_from(ctx, uses=("database_url", "log_level"))
-    entries = list_entries(
-        create_db_engine(settings.database_url, pool_size=1), limit=limit, actor=actor, action=action
-    )
+    entries = list_entries(database_engine(ctx), limit=limit, actor=actor, action=action)
     if as_json:
         output.print_json([entry.__dict__ for entry in entries])
         return

@@ -25,12 +25,11 @@ conversations_app = typer.Typer(
 
 
 def _setup(ctx: typer.Context, *, bot: bool = False) -> tuple[Settings, sa.Engine]:
-    from chatops.cli.app import settings_from
-    from chatops.db.connect import create_db_engine
+    from chatops.cli.app import database_engine, settings_from
 
     uses = ("database_url", "log_level", "stages", "templates") if bot else ("database_url", "log_level")
     settings = settings_from(ctx, uses=uses)
-    return settings, create_db_engine(settings.database_url, pool_size=1)
+    return settings, database_engine(ctx, settings=settings)
 
 
 def _time(value: datetime | None) -> str:

@@ -24,13 +24,10 @@ def forget_command(
     """
     if channel is not None and channel not in ("whatsapp", "messenger"):
         raise typer.BadParameter("expected whatsapp or messenger", param_hint="--channel")
-    from chatops.cli.app import settings_from
-
-    settings = settings_from(ctx, uses=("database_url", "log_level"))
-    from chatops.db.connect import create_db_engine
+    from chatops.cli.app import database_engine
     from chatops.db.erasure import forget_user
 
-    engine = create_db_engine(settings.database_url, pool_size=1)
+    engine = database_engine(ctx)
     try:
         if not dry_run and not yes:
             preview = forget_user(engine, user, channel=channel, dry_run=True)

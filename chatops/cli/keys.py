@@ -23,12 +23,6 @@ keys_app = typer.Typer(
 )
 
 
-def _engine(ctx: typer.Context) -> sa.Engine:
-    from chatops.cli.app import database_engine
-
-    return database_engine(ctx)
-
-
 def _expires(value: str | None) -> timedelta | None:
     if value is None:
         return None
@@ -100,10 +94,11 @@ def create_command(
 
     Example: chatops keys create --name ops-bot --role operator --expires 90d
     """
+    from chatops.cli.app import database_engine
     from chatops.db.api_keys import create_key
 
     lifetime = _expires(expires)
-    engine = _engine(ctx)
+    engine = database_engine(ctx)
     new = create_key(engine, name=name, role=role, now=_now(), expires_in=lifetime)  # type: ignore[arg-type]
     _audit(engine, "keys.create", name, role=role)
     _print_new(new, as_json=as_json, verb="Created")
@@ -117,9 +112,10 @@ def list_command(
 
     Example: chatops keys list --json
     """
+    from chatops.cli.app import database_engine
     from chatops.db.api_keys import list_keys
 
-    keys = list_keys(_engine(ctx))
+    keys = list_keys(database_engine(ctx))
     if as_json:
         output.print_json([_key_json(key) for key in keys])
         return
@@ -140,9 +136,10 @@ def revoke_command(ctx: typer.Context, name: Annotated[str, typer.Argument(help=
 
     Example: chatops keys revoke ops-bot
     """
+    from chatops.cli.app import database_engine
     from chatops.db.api_keys import revoke_key
 
-    engine = _engine(ctx)
+    engine = database_engine(ctx)
     revoke_key(engine, name, now=_now())
     _audit(engine, "keys.revoke", name)
     output.info(f"Revoked API key {name!r}.")
@@ -161,10 +158,11 @@ def rotate_command(
 
     Example: chatops keys rotate ops-bot --expires 90d
     """
+    from chatops.cli.app import database_engine
     from chatops.db.api_keys import rotate_key
 
     lifetime = _expires(expires)
-    engine = _engine(ctx)
+    engine = database_engine(ctx)
     new = rotate_key(engine, name, now=_now(), expires_in=lifetime)
     _audit(engine, "keys.rotate", name)
     _print_new(new, as_json=as_json, verb="Rotated")

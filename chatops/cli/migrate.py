@@ -46,10 +46,10 @@ def migrate_command(
         typer.echo(migrations.render_sql(settings.database_url, to=to), nl=False)
         return
 
+    from chatops.cli.app import database_engine
     from chatops.config.settings import mask_url
-    from chatops.db.connect import create_db_engine
 
-    engine = create_db_engine(settings.database_url, pool_size=1)
+    engine = database_engine(ctx, settings=settings)
     try:
         if status:
             state = migrations.migration_status(engine)

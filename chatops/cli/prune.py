@@ -34,14 +34,13 @@ def prune_command(
 
     Example: chatops prune --dry-run   (what a run would remove, per kind of data)
     """
-    from chatops.cli.app import settings_from
+    from chatops.cli.app import database_engine, settings_from
 
     settings = settings_from(
         ctx, uses=("database_url", "log_level", "retain_raw_days", "retain_traces_days", "retain_messages_days")
     )
     from datetime import UTC, datetime
 
-    from chatops.db.connect import create_db_engine
     from chatops.db.retention import RetentionPolicy, prune
 
     policy = RetentionPolicy(
@@ -49,7 +48,7 @@ def prune_command(
         traces_days=settings.retain_traces_days,
         messages_days=settings.retain_messages_days,
     )
-    engine = create_db_engine(settings.database_url, pool_size=1)
+    engine = database_engine(ctx, settings=settings)
     try:
         report = prune(engine, policy, now=datetime.now(UTC), batch_size=batch_size, dry_run=dry_run)
     finally:

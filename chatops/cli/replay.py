@@ -118,8 +118,7 @@ def replay_command(
     from chatops.ai.cache import CachedAIClient
     from chatops.ai.factory import make_ai_client_from_settings
     from chatops.ai.protocol import AIClient
-    from chatops.cli.app import settings_from
-    from chatops.db.connect import create_db_engine
+    from chatops.cli.app import database_engine, settings_from
     from chatops.replay.candidate import load_candidate
     from chatops.replay.corpus import read_corpus, read_database
     from chatops.replay.gates import Gates
@@ -133,7 +132,7 @@ def replay_command(
         conversations = read_corpus(corpus)
     else:
         selection = selection_from(since, until, conversation, stage, channel, limit, sample, seed)
-        engine = create_db_engine(settings.database_url, pool_size=1)
+        engine = database_engine(ctx, settings=settings)
         try:
             conversations = read_database(engine, selection)
         finally:

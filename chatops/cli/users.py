@@ -24,12 +24,6 @@ users_app = typer.Typer(
 )
 
 
-def _engine(ctx: typer.Context) -> sa.Engine:
-    from chatops.cli.app import database_engine
-
-    return database_engine(ctx)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -92,10 +86,11 @@ def create_command(
 
     Example: chatops users create --email ana@shop.example --role operator
     """
+    from chatops.cli.app import database_engine
     from chatops.db.staff import create_account
 
     password = _read_password(password_stdin)
-    engine = _engine(ctx)
+    engine = database_engine(ctx)
     account = create_account(engine, email=email, password=password, role=role, now=_now())
     _audit(engine, "users.create", account.email, role=role)
     output.info(f"Created staff account {account.email} ({account.role}); they log in at /console/login.")
@@ -109,9 +104,10 @@ def list_command(
 
     Example: chatops users list --json
     """
+    from chatops.cli.app import database_engine
     from chatops.db.staff import list_accounts
 
-    accounts = list_accounts(_engine(ctx))
+    accounts = list_accounts(database_engine(ctx))
     if as_json:
         output.print_json([_json(account) for account in accounts])
         return
@@ -141,10 +137,11 @@ def set_command(
 
     Example: chatops users set ana@shop.example --role admin
     """
+    from chatops.cli.app import database_engine
     from chatops.db.staff import update_account
 
     new_password = _read_password(password_stdin) if password or password_stdin else None
-    engine = _engine(ctx)
+    engine = database_engine(ctx)
     account = update_account(engine, email, now=_now(), role=role, disabled=disable, password=new_password)
     changed = {"role": role, "disabled": disable, "password": True if new_password else None}
     _audit(engine, "users.set", account.email, **{k: v for k, v in changed.items() if v is not None})
@@ -158,9 +155,10 @@ def logout_command(ctx: typer.Context, email: Annotated[str, typer.Argument(help
 
     Example: chatops users logout ana@shop.example
     """
+    from chatops.cli.app import database_engine
     from chatops.db.staff import end_all_sessions
 
-    engine = _engine(ctx)
+    engine = database_engine(ctx)
     count = end_all_sessions(engine, email, now=_now())
     _audit(engine, "users.logout", email.strip().lower(), sessions=count)
     output.info(f"Ended {count} session(s) of {email.strip().lower()}.")
