@@ -17,6 +17,7 @@ from tests.databases import BACKENDS, MigratedTemplates, empty_database
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI
 from tests.processes import OPENAI_KEY, Fakes, ServeProcess
+from tests.providers import JsonApi
 from tests.replays import OrderAPI, Recorded, recorded_corpus
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
@@ -180,3 +181,17 @@ def recorded(tmp_path: Path, database_url: str, db: sa.Engine, order_api: str) -
     """Three conversations recorded through the Flask route and the worker, AI through the fake OpenAI."""
     with recorded_corpus(tmp_path, database_url, db, order_api) as corpus:
         yield corpus
+
+
+# A loopback JSON API for http providers (tests/providers.py) --------------------------------------------------
+
+
+@pytest.fixture
+def api() -> Iterator[JsonApi]:
+    """A running :class:`tests.providers.JsonApi`; requests that wait on ``release`` are let go at the end."""
+    server = JsonApi()
+    server.thread.start()
+    yield server
+    server.release.set()
+    server.server.shutdown()
+    server.server.server_close()

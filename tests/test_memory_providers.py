@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 from chatops.cli.app import app
 from chatops.templating.lint import format_text, lint_bot
 from chatops.templating.providers import ConfiguredProvider, ProviderRunner
-from tests.test_providers import JsonApi, api, make_context  # noqa: F401
+from tests.providers import JsonApi, make_context
 
 SHOP = """\
 bot:
@@ -102,7 +102,7 @@ def write_shop(folder: Path, api_url: str, *, stages: str = SHOP) -> Path:
 
 
 @pytest.fixture
-def shop(tmp_path: Path, api: JsonApi) -> Path:  # noqa: F811
+def shop(tmp_path: Path, api: JsonApi) -> Path:
     api.script["/orders/12345"] = [(200, {"status": "shipped"})]
     api.script["/orders/67890"] = [(200, {"status": "packed"})]
     return write_shop(tmp_path / "shop", api.url)
@@ -130,7 +130,7 @@ def reply_of(result: Result) -> str:
 def test_providers_look_up_the_order_number_the_bot_was_told(
     database_url: str,
     shop: Path,
-    api: JsonApi,  # noqa: F811
+    api: JsonApi,
 ) -> None:
     simulate = simulator(database_url, shop)
     simulate("hi")
@@ -152,7 +152,7 @@ def test_providers_look_up_the_order_number_the_bot_was_told(
 def test_a_provider_input_reading_unset_state_fails_the_turn_into_on_error(
     database_url: str,
     tmp_path: Path,
-    api: JsonApi,  # noqa: F811
+    api: JsonApi,
 ) -> None:
     stages = SHOP.replace("        set: {{order_no: match.order_no}}\n", "").replace(
         "    set: {{last_status: order.status}}\n", "    set: {{last_status: order.status}}\n    on_error: sorry.j2\n"
@@ -247,7 +247,7 @@ def test_lint_reports_names_provider_inputs_and_window_params_cannot_read(tmp_pa
     ]
 
 
-def test_simulate_json_shows_the_provider_request(database_url: str, shop: Path, api: JsonApi) -> None:  # noqa: F811
+def test_simulate_json_shows_the_provider_request(database_url: str, shop: Path, api: JsonApi) -> None:
     simulate = simulator(database_url, shop)
     simulate("hi")
     trace = json.loads(simulate("#12345", "--json").stdout)

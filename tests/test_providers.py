@@ -12,7 +12,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from chatops.errors import BotDefinitionError, ProviderError
 from chatops.templating.builtin import mask_phone, message_variables
 from chatops.templating.providers import (
     ConfiguredProvider,
-    ConversationInfo,
     FetchResult,
     ProviderContext,
     ProviderRunner,
@@ -40,8 +38,7 @@ from chatops.templating.providers import (
 )
 from chatops.templating.store import TemplateStore
 from tests.databases import empty_database
-
-NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # a Monday; 10:30 in Berlin
+from tests.providers import NOW, JsonApi, make_context
 
 
 @dataclass(frozen=True)
@@ -58,26 +55,6 @@ class Spec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def make_context(**changes: Any) -> ProviderContext:
-    values: dict[str, Any] = {
-        "user": UserInfo(id="4915112345678", channel="whatsapp", name="Ada", phone="+49 151 1234 5678"),
-        "conversation": ConversationInfo(
-            id=7,
-            stage="tracking",
-            turn_count=3,
-            started_at=NOW - timedelta(minutes=5),
-            last_messages=({"direction": "in", "text": "where is my order?", "at": NOW},),
-        ),
-        "now": NOW,
-        "message": {"kind": "text", "text": "Berlin"},
-        "timezone": "Europe/Berlin",
-        "business_hours": "Mon-Fri 09:00-17:00",
-        "static": {"company": "Northwind"},
-    }
-    values.update(changes)
-    return ProviderContext(**values)
-
-
 def fetch(providers: list[VariableProvider], context: ProviderContext | None = None) -> FetchResult:
     with ProviderRunner(providers) as runner:
         return runner.fetch_variables(context or make_context())
@@ -85,67 +62,6 @@ def fetch(providers: list[VariableProvider], context: ProviderContext | None = N
 
 def build_one(spec: Spec, base_dir: Path | None = None) -> VariableProvider:
     return build_providers([spec], base_dir=base_dir or Path.cwd())[0]
-
-
-# --- a loopback JSON API --------------------------------------------------------------------------------------------
-
-
-class JsonApi:
-    """A real HTTP server on 127.0.0.1: each path answers a scripted list of (status, body) replies in turn (the
-    last one repeats); "slow" waits until the test ends."""
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[tuple[int, Any]]] = {}
-        self.requests: list[dict[str, Any]] = []
-        self.release = threading.Event()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self._answer(b"")
-
-            def do_POST(self) -> None:
-                self._answer(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-
-            def _answer(self, body: bytes) -> None:
-                path = self.path.split("?")[0]
-                api.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                replies = api.script.get(path) or [(404, {"error": "no such path"})]
-                status, reply = replies.pop(0) if len(replies) > 1 else replies[0]
-                if reply == "slow":
-                    api.release.wait(5)
-                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep test output clean
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that timed out and left is expected here
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def hits(self, path: str) -> int:
-        return sum(1 for request in self.requests if request["path"].split("?")[0] == path)
-
-
-@pytest.fixture
-def api() -> Iterator[JsonApi]:
-    server = JsonApi()
-    server.thread.start()
-    yield server
-    server.release.set()
-    server.server.shutdown()
-    server.server.server_close()
 
 
 def http_spec(api: JsonApi, path: str = "/orders/{{ user.id }}", **changes: Any) -> Spec:
