@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from chatops.channels.events import Channel, OutboundMessage
+from chatops.channels.events import Channel, DeliveryStatus, OutboundMessage, StatusUpdate
 from chatops.db.tables import conversations, outbound_messages
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -87,3 +87,29 @@ def add_outbound(
 def outbound(db: sa.Engine, row_id: int) -> sa.Row[Any]:
     with db.connect() as connection:
         return connection.execute(sa.select(outbound_messages).where(outbound_messages.c.id == row_id)).one()
+
+
+def status_update(
+    state: DeliveryStatus,
+    provider_id: str | None = "wamid.SENT1",
+    *,
+    channel: Channel = "whatsapp",
+    user_id: str = "491510000",
+    watermark: datetime | None = None,
+    error_code: int | None = None,
+    error_title: str | None = None,
+    error_details: str | None = None,
+) -> StatusUpdate:
+    """A delivery status report from Meta for ``provider_id``, stamped T0."""
+    return StatusUpdate(
+        channel=channel,
+        account_id=PHONE_ID if channel == "whatsapp" else PAGE_ID,
+        user_id=user_id,
+        status=state,
+        timestamp=T0,
+        provider_message_id=provider_id,
+        watermark=watermark,
+        error_code=error_code,
+        error_title=error_title,
+        error_details=error_details,
+    )

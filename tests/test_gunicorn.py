@@ -18,8 +18,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.metrics import sample
 from tests.processes import OPENAI_KEY, Fakes, ServeProcess, children, message, post, reads, sends, sent_text, wait_for
-from tests.test_metrics_coverage import sample
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

@@ -12,6 +12,7 @@ from chatops.channels.events import InboundMessage, StatusUpdate
 from chatops.db.ingest import StoreResult, delivery, store_events, write_deliveries
 from chatops.db.tables import conversations, inbound_messages, outbound_messages
 from chatops.errors import UnstorableError
+from tests.outbox import add_conversation, add_outbound, outbound, status_update
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -230,8 +231,6 @@ def test_status_reports_of_several_webhooks_written_together(db: sa.Engine, repe
     # Group commit writes a batch of status webhooks at once: on PostgreSQL as ONE UPDATE when every report names
     # its own message, report by report when one is named twice. Either way each row ends as the reports applied
     # in order would leave it, and each webhook counts the reports of its own that changed a row.
-    from tests.test_outbox import add_conversation, add_outbound, outbound, status_update
-
     whatsapp = add_conversation(db)
     messenger = add_conversation(db, channel="messenger", user_id="PSID1")
     rows = {

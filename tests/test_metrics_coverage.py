@@ -20,6 +20,7 @@ from chatops.web.app import create_app
 from tests.bots import write_bot
 from tests.fakes.graph_api import FakeGraphAPI, Reply
 from tests.fakes.openai_server import FakeOpenAI
+from tests.metrics import sample
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, Webhook, whatsapp_text
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
@@ -29,18 +30,6 @@ def scrape(app: Flask) -> str:
     response = app.test_client().get("/metrics")
     assert response.status_code == 200
     return response.text
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of the one series ``name`` with exactly these labels (0.0 when it is absent)."""
-    for line in text.splitlines():
-        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
-        if match is None or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if found == labels:
-            return float(match.group(3))
-    return 0.0
 
 
 @pytest.fixture

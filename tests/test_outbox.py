@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from chatops.channels.events import Button, Channel, DeliveryStatus, OutboundMessage, StatusUpdate
+from chatops.channels.events import Button, Channel, OutboundMessage
 from chatops.channels.graph import GraphClient
 from chatops.config.settings import Settings
 from chatops.db.leases import recover_expired_sends
@@ -33,7 +33,16 @@ from chatops.db.tables import conversations, outbound_messages
 from chatops.engine.sender import OUTSIDE_WINDOW_ERROR, OutboxSender, RetryPolicy, TokenSource
 from chatops.errors import ConfigError
 from tests.fakes.graph_api import FakeGraphAPI, RecordedRequest, Reply
-from tests.outbox import PAGE_ID, PAGE_TOKEN, PHONE_ID, T0, WA_TOKEN, add_conversation, add_outbound, outbound
+from tests.outbox import (
+    PAGE_TOKEN,
+    PHONE_ID,
+    T0,
+    WA_TOKEN,
+    add_conversation,
+    add_outbound,
+    outbound,
+    status_update,
+)
 
 TEMPLATE = OutboundMessage(kind="template", template_name="follow_up", template_language="de_DE")
 
@@ -614,31 +623,6 @@ def test_concurrent_claims_never_take_a_row_twice(database_url: str, db: sa.Engi
 
 
 # Status webhooks ---------------------------------------------------------------------------------------------
-
-
-def status_update(
-    state: DeliveryStatus,
-    provider_id: str | None = "wamid.SENT1",
-    *,
-    channel: Channel = "whatsapp",
-    user_id: str = "491510000",
-    watermark: datetime | None = None,
-    error_code: int | None = None,
-    error_title: str | None = None,
-    error_details: str | None = None,
-) -> StatusUpdate:
-    return StatusUpdate(
-        channel=channel,
-        account_id=PHONE_ID if channel == "whatsapp" else PAGE_ID,
-        user_id=user_id,
-        status=state,
-        timestamp=T0,
-        provider_message_id=provider_id,
-        watermark=watermark,
-        error_code=error_code,
-        error_title=error_title,
-        error_details=error_details,
-    )
 
 
 def test_status_updates_only_move_forward(db: sa.Engine) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.metrics import sample
 from tests.processes import OPENAI_KEY, Fakes, ServeProcess, message, post, sends, wait_for
-from tests.test_metrics_coverage import sample
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
