@@ -122,6 +122,16 @@ def wait_for(condition: Callable[[], T], *, timeout: float, what: str, server: S
         time.sleep(0.05)
 
 
+def readyz_answer(server: ServeProcess, status: int) -> httpx.Response | None:
+    """GET /readyz when it answers ``status``; None otherwise, and None while nothing answers within 5 s: a web
+    process still booting (Gunicorn's, on a busy machine) leaves the connection waiting in the listen queue."""
+    try:
+        response = httpx.get(f"{server.url}/readyz", timeout=5)
+    except httpx.TimeoutException:
+        return None
+    return response if response.status_code == status else None
+
+
 # What the fake Graph API received ----------------------------------------------------------------------------
 
 

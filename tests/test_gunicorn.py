@@ -19,7 +19,19 @@ import pytest
 import sqlalchemy as sa
 
 from tests.metrics import sample
-from tests.processes import OPENAI_KEY, Fakes, ServeProcess, children, message, post, reads, sends, sent_text, wait_for
+from tests.processes import (
+    OPENAI_KEY,
+    Fakes,
+    ServeProcess,
+    children,
+    message,
+    post,
+    reads,
+    readyz_answer,
+    sends,
+    sent_text,
+    wait_for,
+)
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -73,7 +85,7 @@ def gunicorn(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServeProcess
         )
         started.append(server)
         server.start()
-        wait_for(lambda: readyz(server).status_code == 200, timeout=20, what="/readyz 200", server=server)
+        wait_for(lambda: readyz_answer(server, 200), timeout=20, what="/readyz 200", server=server)
         return server
 
     try:
@@ -151,11 +163,9 @@ def test_a_dead_background_process_is_a_503_and_is_started_again(
     assert server.process is not None
     (first,) = background_pids(server.process.pid)
     os.kill(first, signal.SIGKILL)
-    not_ready = wait_for(
-        lambda: (r := readyz(server)).status_code == 503 and r, timeout=15, what="/readyz 503", server=server
-    )
+    not_ready = wait_for(lambda: readyz_answer(server, 503), timeout=15, what="/readyz 503", server=server)
     assert "background process" in not_ready.text
-    wait_for(lambda: readyz(server).status_code == 200, timeout=20, what="ready again", server=server)
+    wait_for(lambda: readyz_answer(server, 200), timeout=20, what="ready again", server=server)
     assert background_pids(server.process.pid) not in ([], [first])
     assert "background process (workers and sender) exited with code -9; starting it again in 1s" in server.tail(80)
 

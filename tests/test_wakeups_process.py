@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tests.processes import OPENAI_KEY, Fakes, ServeProcess, children, message, post, reads, wait_for
+from tests.processes import OPENAI_KEY, Fakes, ServeProcess, children, message, post, reads, readyz_answer, wait_for
 from tests.tcp_proxy import TCPProxy
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
@@ -62,7 +62,7 @@ def start_server(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServePro
         server = ServeProcess(bot_dir, env, name=f"serve-{len(started)}", args=args)
         started.append(server)
         server.start()
-        wait_for(lambda: _ready(server), timeout=20, what="/readyz 200", server=server)
+        wait_for(lambda: readyz_answer(server, 200), timeout=20, what="/readyz 200", server=server)
         return server
 
     try:
@@ -73,10 +73,6 @@ def start_server(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServePro
                 for child in children(server.process.pid):
                     os.kill(child, signal.SIGKILL)
             server.kill()
-
-
-def _ready(server: ServeProcess) -> bool:
-    return httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
 
 
 def listeners(db: sa.Engine) -> list[Any]:
