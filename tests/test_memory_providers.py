@@ -253,3 +253,27 @@ def test_simulate_json_shows_the_provider_request(database_url: str, shop: Path,
     trace = json.loads(simulate("#12345", "--json").stdout)
     assert trace["variables"]["order"] == {"status": "shipped"}
     assert trace["variables"]["state"] == {"order_no": "12345", "last_status": "shipped"}
+
+
+def test_a_provider_only_a_stages_set_reads_is_fetched(database_url: str, tmp_path: Path, api: JsonApi) -> None:
+    """Regression: a stage's set: could read a provider lint accepted there, but the engine fetched only the providers
+    its reply or prompt named, so the set: failed into on_error."""
+    api.script["/orders/12345"] = [(200, {"status": "shipped"})]
+    path = write_shop(tmp_path / "shop", api.url)
+    (path.parent / "templates" / "tracking.j2").write_text("Noted order {{ state.order_no }}.")
+    simulate = simulator(database_url, path)
+    simulate("hi")
+    assert reply_of(simulate("#12345")) == "Noted order 12345."
+    assert reply_of(simulate("thanks")) == "Send #12345 to track an order (last: shipped)."
+    assert findings(path) == []
+
+
+def test_lint_follows_a_provider_that_only_a_stages_set_reads(tmp_path: Path) -> None:
+    stages = SHOP.replace("        set: {{order_no: match.order_no}}\n", "")
+    path = write_shop(tmp_path / "shop", "http://127.0.0.1:9", stages=stages)
+    (path.parent / "templates" / "tracking.j2").write_text("Noted.")
+    (path.parent / "templates" / "ask_number.j2").write_text("Which order number?")
+    found = [line.split(" — ")[0] for line in findings(path)]
+    assert found == [  # tracking: its set: reads `order`; ask_number's form requires order_no, so it is set there
+        "shop/stages.yaml:7:46: warning W301 state.order_no may be unset when provider 'order' runs (stage tracking)"
+    ]

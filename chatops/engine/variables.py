@@ -1,10 +1,10 @@
 """The variables of a turn: the engine's side of the variable providers.
 
 Builds the :class:`ProviderContext` from the conversation and message, and runs only the providers the stage
-needs: those listed in the stage's ``providers``, or else those its templates mention (so a stage that never
-shows an order does not call the order API). What providers return comes from outside: every string in it (keys
-included) is cleaned here (:func:`chatops.text.clean_value`), so a reply, the AI prompt and the turn's variables
-snapshot can always be stored and sent.
+needs: those listed in the stage's ``providers``, or else those its templates and its ``set:`` mention (so a stage
+that never shows an order does not call the order API). What providers return comes from outside: every string in
+it (keys included) is cleaned here (:func:`chatops.text.clean_value`), so a reply, the AI prompt and the turn's
+variables snapshot can always be stored and sent.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from chatops.engine.memory import visible_values
 from chatops.errors import ProviderError
 from chatops.templating.builtin import message_variables
 from chatops.templating.providers import ConversationInfo, ProviderContext, ProviderRunner, UserInfo
-from chatops.templating.sandbox import Namespace
+from chatops.templating.sandbox import Namespace, expression_names
 from chatops.templating.store import TemplateStore
 from chatops.text import clean_value
 
@@ -64,13 +64,18 @@ class VariableSource:
         }
 
     def needed(self, stage: Stage, templates: Sequence[str] | None = None) -> frozenset[str]:
-        """The providers a stage's templates use (or the stage's explicit ``providers`` list)."""
+        """The providers a stage's reply/prompt and ``set:`` use (or the stage's explicit ``providers`` list), or
+        those ``templates`` use when given."""
         if stage.providers is not None and templates is None:
             return frozenset(stage.providers)
         used: set[str] = set()
         for name in templates if templates is not None else (stage.reply, stage.prompt):
             if name is not None:
                 used |= self.templates.variables_used(name)
+        if templates is None:  # the stage answers: its set: runs after the providers and may read them
+            for source in stage.assign.values():
+                if isinstance(source, str):
+                    used |= expression_names(source)
         return self.provider_names & used
 
     def context(

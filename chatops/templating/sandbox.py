@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.environment import Environment
 from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
@@ -553,6 +553,17 @@ class Expression:
                 return value
         except Exception as exc:  # every evaluation failure is reported the same way
             raise template_error(exc, where=self.label) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def expression_names(source: str) -> frozenset[str]:
+    """The top-level variable names a Jinja expression reads (``order.status | lower`` → ``order``); empty when it
+    does not parse (evaluating it reports the syntax error)."""
+    try:
+        tree = ChatopsSandbox().parse("{{ " + source + " }}")
+    except TemplateSyntaxError:
+        return frozenset()
+    return frozenset(meta.find_undeclared_variables(tree))
 
 
 def template_or_expression(source: str, *, label: str) -> InlineTemplate | Expression:
