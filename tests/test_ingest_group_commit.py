@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 import pytest
@@ -87,15 +88,26 @@ def held_then_queued(
 
     leader = pool.submit(store(first))
     assert gate.entered.wait(10)
-    followers = [pool.submit(store(events)) for events in queued]
-    for _ in range(1000):  # every follower is queued behind the held write (bounded wait, no sleep-and-hope)
-        if commit.waiting == len(queued):
-            break
-        threading.Event().wait(0.005)
-    assert commit.waiting == len(queued)
+    followers = queue_in_order(commit, pool, [store(events) for events in queued])
     assert not any(f.done() for f in followers)  # nothing is answered before its commit
     gate.release.set()
     return leader, followers
+
+
+def queue_in_order(
+    commit: GroupCommit, pool: ThreadPoolExecutor, stores: list[Callable[[], StoreResult]]
+) -> list[Future[StoreResult]]:
+    """Submit each store once the previous one waits behind the held write: the batch keeps this order (threads
+    started together reach the queue in any order under load, and the ids and duplicates follow the order)."""
+    followers = []
+    for store in stores:
+        followers.append(pool.submit(store))
+        for _ in range(2000):  # bounded wait, no sleep-and-hope
+            if commit.waiting == len(followers):
+                break
+            threading.Event().wait(0.005)
+        assert commit.waiting == len(followers)
+    return followers
 
 
 def test_requests_arriving_during_a_write_are_committed_together(db: sa.Engine, pool: ThreadPoolExecutor) -> None:
@@ -216,11 +228,7 @@ def test_a_connection_lost_mid_batch_is_replaced_and_the_batch_written_once(
         leader = pool.submit(lambda: commit.store([message("wamid.FIRST")], now=NOW))
         assert gate.entered.wait(10)
         kill_pooled_connections()  # the write has not sent its statement yet
-        followers = [pool.submit(lambda events=events: commit.store(events, now=NOW)) for events in queued]
-        for _ in range(1000):
-            if commit.waiting == len(queued):
-                break
-            threading.Event().wait(0.005)
+        followers = queue_in_order(commit, pool, [partial(commit.store, events, now=NOW) for events in queued])
         gate.release.set()
 
         assert leader.result(10) == StoreResult(inserted=1)
