@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from chatops.channels.events import Channel, OutboundMessage, StatusUpdate
 from chatops.db.queue_plans import index_lookups_only
@@ -96,30 +97,38 @@ def claim_outbound(
     o = outbound_messages
     c = conversations
     heads = _unsent_heads()
-    query = (
-        sa.select(
-            o.c.id,
-            o.c.conversation_id,
-            c.c.channel,
-            c.c.account_id,
-            c.c.user_id,
-            o.c.body,
-            o.c.reply_to,
-            o.c.attempts,
-            c.c.last_inbound_at,
-        )
-        .select_from(heads.join(o, o.c.id == heads.c.head_id).join(c, c.c.id == o.c.conversation_id))
-        .where(o.c.status == "pending", o.c.next_attempt_at <= now)
-        .order_by(heads.c.position)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=o)
+    query = sa.select(
+        o.c.id,
+        o.c.conversation_id,
+        c.c.channel,
+        c.c.account_id,
+        c.c.user_id,
+        o.c.body,
+        o.c.reply_to,
+        o.c.attempts,
+        c.c.last_inbound_at,
     )
     if channels is not None:
         query = query.where(c.c.channel.in_(list(channels)))
     with _transaction(bind) as connection:
         if connection.dialect.name == "postgresql":
             index_lookups_only(connection)
-        rows = connection.execute(query).all()
+            # Two statements: the heads, then their rows by key (an array parameter: PostgreSQL knows its length
+            # and hashes it). Joined with the heads in one statement, the plan depended on the statistics again:
+            # taken before a backlog (one head expected), PostgreSQL nested a rescan of the heads, or a linear
+            # search of their array, inside its scan of the queue, quadratic in the backlog (1.8 s per claim at
+            # 2,000 unsent rows; docs/scaling.md).
+            head_ids = list(connection.execute(sa.select(heads.c.head_id)).scalars())
+            if not head_ids:
+                return []
+            query = query.select_from(o.join(c, c.c.id == o.c.conversation_id))
+            query = query.where(o.c.id == sa.any_(sa.bindparam("heads", head_ids, type_=ARRAY(sa.BigInteger))))
+            query = query.order_by(o.c.id)
+        else:
+            query = query.select_from(heads.join(o, o.c.id == heads.c.head_id).join(c, c.c.id == o.c.conversation_id))
+            query = query.order_by(heads.c.position)
+        query = query.where(o.c.status == "pending", o.c.next_attempt_at <= now)
+        rows = connection.execute(query.limit(limit).with_for_update(skip_locked=True, of=o)).all()
         if not rows:
             return []
         claimed: list[OutboundRow] = []
