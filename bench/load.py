@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import math
 import multiprocessing
@@ -21,7 +22,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -363,3 +364,92 @@ def choose_generator(preference: str = "auto", *, say: Any = print) -> LoadGener
         "using the Python load generator"
     )
     return PythonLoad()
+
+
+# A steady rate -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One request of a :class:`SteadyLoad`: when it was sent (``time.monotonic()``), how long the answer took."""
+
+    sent: float
+    ms: float
+    status: int | None  # None: the connection failed
+
+
+class SteadyLoad:
+    """Signed webhooks at a steady ``rate`` per second over ``connections`` keep-alive connections, each one timed.
+
+    Unlike the saturating generators above, the rate does not follow the server: request ``n`` is due at
+    ``n / rate`` seconds after the start and is sent then (at once when its connection is late), so the latency
+    of a background job's victims is measured at the load a deployment sees, not at the server's limit.
+    ``make_body(n)`` signs request ``n`` (a distinct id each; signing costs microseconds, so bodies never run out).
+    Threads of this process: use it as a context manager around the measured work, then :meth:`between`.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        path: str,
+        make_body: Callable[[int], SignedBody],
+        rate: float,
+        connections: int = 4,
+        timeout: float = 30.0,
+    ) -> None:
+        self.port = port
+        self.path = path
+        self.make_body = make_body
+        self.rate = rate
+        self.connections = connections
+        self.timeout = timeout
+        self.acks: list[Ack] = []  # list.append is atomic under the GIL
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = 0.0
+
+    def __enter__(self) -> SteadyLoad:
+        self._started = time.monotonic()
+        self._threads = [
+            threading.Thread(target=self._drive, args=(index,), name=f"steady-load-{index}", daemon=True)
+            for index in range(self.connections)
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.timeout + 5)
+
+    @property
+    def sent(self) -> int:
+        return len(self.acks)
+
+    def between(self, start: float, end: float) -> list[Ack]:
+        """The requests sent at ``start`` ≤ ``time.monotonic()`` < ``end``."""
+        return [ack for ack in self.acks if start <= ack.sent < end]
+
+    def _drive(self, index: int) -> None:
+        connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=self.timeout)
+        try:
+            for n in itertools.count(index, self.connections):
+                delay = self._started + n / self.rate - time.monotonic()
+                if self._stop.wait(max(delay, 0.0)):
+                    return
+                signed = self.make_body(n)
+                headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signed.signature}
+                sent = time.monotonic()
+                try:
+                    connection.request("POST", self.path, body=signed.body, headers=headers)
+                    response = connection.getresponse()
+                    response.read()
+                    status: int | None = response.status
+                except (OSError, http.client.HTTPException):
+                    connection.close()  # reconnects on the next request
+                    status = None
+                self.acks.append(Ack(sent, (time.monotonic() - sent) * 1000, status))
+        finally:
+            connection.close()

@@ -17,6 +17,8 @@ Not measured here yet (issue 17): webhook ack latency during the backlog, reply 
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +38,10 @@ WORKERS = 4
 PER_CONVERSATION = 25
 TARGET_RATIO = 0.9
 IDLE_SECONDS = 10.0
+PRUNE_RATE = 100.0  # webhooks per second while the prune runs (and in the quiet windows)
+PRUNE_CONNECTIONS = 4
+PRUNE_SENDERS = 200
+TARGET_PRUNE_P99_RATIO = 2.0
 
 
 def run(ctx: Context) -> list[Row]:
@@ -65,7 +71,9 @@ def run(ctx: Context) -> list[Row]:
                     connection.exec_driver_sql("VACUUM ANALYZE")
             size = _size(engines["large"])
             ctx.log(f"scale: grown in {grown_in:.0f} s ({size})")
-            return _measure(ctx, engines, messages=messages, note=f"large: {messages:,} messages, {size}")
+            note = f"large: {messages:,} messages, {size}"
+            rows = _measure(ctx, engines, messages=messages, note=note)
+            return rows + _measure_prune(ctx, engines["large"], large_url, messages=messages, note=note)
         finally:
             for engine in engines.values():
                 engine.dispose()
@@ -292,6 +300,175 @@ def _idle_cpu(ctx: Context, engine: sa.Engine) -> float:
     if before is None or after is None:
         return float("nan")
     return cpu_between(before, after) / IDLE_SECONDS
+
+
+def _measure_prune(ctx: Context, engine: sa.Engine, url: str, *, messages: int, note: str) -> list[Row]:
+    """``chatops prune`` of a day's data per round while ``serve`` acknowledges webhooks at a steady rate.
+
+    Each round prunes the next day of the grown history (``grow`` spreads it over 60 days) as a daily timer would
+    in a steady state: one ``chatops prune`` deletes the oldest day's messages, replies and turns, then one clears
+    the traces of the next day's turns and the raw payloads of the day after (two processes, so deleting and
+    clearing are timed apart; the ack latency counts both). Rounds alternate with quiet windows as long as the
+    last prune, the webhook load running throughout; every acknowledged webhook must be stored.
+    """
+    from bench.bots import write_echo_bot
+    from bench.databases import RowCounter
+    from bench.load import SteadyLoad
+    from bench.payloads import WEBHOOK_PATH, SignedBody, sender_id, sign, text_webhook
+    from bench.serving import chatops_server
+    from bench.stats import median, percentile
+    from tests.fakes.graph_api import FakeGraphAPI
+
+    rounds = ctx.rounds(3, 3)
+    day = messages // 60
+    run_id = f"prune{time.monotonic_ns()}"
+    stamp = int(time.time())
+
+    def body(n: int) -> SignedBody:
+        raw = text_webhook(
+            wamid=f"wamid.BENCH{run_id}.{n:08d}", sender=sender_id(n % PRUNE_SENDERS), text=f"Hi #{n}", timestamp=stamp
+        )
+        return SignedBody(raw, sign(raw))
+
+    windows: dict[str, list[tuple[float, float]]] = {"quiet": [], "prune": []}
+    rates: dict[str, list[float]] = {"deleted": [], "cleared": []}
+    counts: dict[str, int] = {}
+    stages = write_echo_bot(ctx.work_dir / "scale-prune-bot", ai=False)
+    with FakeGraphAPI() as graph:
+        server = chatops_server(
+            ctx,
+            options=["--no-workers"],
+            database_url=url,
+            stages=stages,
+            graph_api_url=graph.graph_api_url,
+            log_name="serve_scale_prune",
+        )
+        with server:
+            load = SteadyLoad(
+                port=server.port, path=WEBHOOK_PATH, make_body=body, rate=PRUNE_RATE, connections=PRUNE_CONNECTIONS
+            )
+            with load:
+                time.sleep(3.0)  # the server's pool and prepared statements are warm
+                last = 0.0
+                for index in range(rounds):  # prune first in even rounds, the quiet window first in odd ones
+                    for step in ("prune", "quiet") if index % 2 == 0 else ("quiet", "prune"):
+                        started = time.monotonic()
+                        if step == "prune":
+                            for kind, seconds, changed in _prune_day(ctx, engine, url, day=day, index=index):
+                                rates[kind].append(sum(changed.values()) / seconds)
+                                for key, value in changed.items():
+                                    counts[key] = counts.get(key, 0) + value
+                            last = time.monotonic() - started
+                        else:
+                            time.sleep(last or 10.0)
+                        windows[step].append((started, time.monotonic()))
+                    ctx.log(f"scale: prune round {index + 1}/{rounds}: {last:.1f} s, {rates}")
+            counter = RowCounter(url)
+            try:
+                stored = counter.settle("inbound_messages", where=f"provider_message_id LIKE 'wamid.BENCH{run_id}.%'")
+            finally:
+                counter.close()
+
+    acks = {step: [a for start, end in spans for a in load.between(start, end)] for step, spans in windows.items()}
+    ok = sum(1 for a in load.acks if a.status == 200)
+    problems = [f"{len(load.acks) - ok} webhooks not acknowledged with 200"] if ok < len(load.acks) else []
+    if stored != ok:
+        problems.append(f"{ok} acknowledged, {stored} stored")
+    invalid = "; ".join(problems) or None
+    latency = {step: [a.ms for a in values if a.status == 200] for step, values in acks.items()}
+    deleted = sum(v for k, v in counts.items() if k.endswith("_deleted"))
+    cleared = sum(v for k, v in counts.items() if k.endswith("_cleared"))
+    how = f"{rounds} rounds, a day of the history each ({day:,} messages); `chatops prune` processes, start-up included"
+    load_note = f"{PRUNE_RATE:g} webhooks/s over {PRUNE_CONNECTIONS} connections to serve --no-workers"
+    return [
+        Row(
+            NAME,
+            f"prune with {load_note}: rows deleted per second",
+            value=median(rates["deleted"]),
+            unit="rows/s",
+            note=f"median; {deleted:,} rows deleted ({_breakdown(counts, '_deleted')}); {how}; {note}",
+            invalid=invalid,
+        ),
+        Row(
+            NAME,
+            f"prune with {load_note}: rows cleared per second",
+            value=median(rates["cleared"]),
+            unit="rows/s",
+            note=f"median; {cleared:,} rows cleared ({_breakdown(counts, '_cleared')}); {how}",
+            invalid=invalid,
+        ),
+        Row(
+            NAME,
+            f"webhook ack latency during the prune, {load_note}: p99",
+            value=percentile(latency["prune"], 99),
+            unit="ms",
+            baseline=percentile(latency["quiet"], 99),
+            baseline_label="no prune (quiet windows, same run)",
+            target=Target("<=", TARGET_PRUNE_P99_RATIO),
+            note=(
+                f"p50 {_ms(percentile(latency['prune'], 50))} vs {_ms(percentile(latency['quiet'], 50))}; "
+                f"{len(latency['prune']):,} vs {len(latency['quiet']):,} webhooks, windows alternating"
+            ),
+            invalid=invalid,
+        ),
+    ]
+
+
+def _prune_day(
+    ctx: Context, engine: sa.Engine, url: str, *, day: int, index: int
+) -> list[tuple[str, float, dict[str, int]]]:
+    """Round ``index``'s two ``chatops prune`` runs: (``deleted``/``cleared``, seconds, counts) for each."""
+    oldest = _days_ago(engine, day * (index + 1))
+    runs = [
+        ("deleted", {"MESSAGES": oldest, "TRACES": "never", "RAW": "never"}),
+        (
+            "cleared",
+            {
+                "MESSAGES": "never",
+                "TRACES": _days_ago(engine, day * (index + 2)),
+                "RAW": _days_ago(engine, day * (index + 3)),
+            },
+        ),
+    ]
+    done = []
+    for kind, horizons in runs:
+        env = ctx.env({f"CHATOPS_RETAIN_{name}_DAYS": value for name, value in horizons.items()})
+        started = time.monotonic()
+        finished = subprocess.run(
+            [*ctx.chatops, "--database-url", url, "prune", "--json"],
+            env=env,
+            cwd=ctx.work_dir,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
+        seconds = time.monotonic() - started
+        if finished.returncode != 0:
+            raise RuntimeError(f"chatops prune failed ({finished.returncode}): {finished.stderr[-800:]}")
+        done.append((kind, seconds, {k: int(v) for k, v in json.loads(finished.stdout)["counts"].items()}))
+    return done
+
+
+def _days_ago(engine: sa.Engine, message: int) -> str:
+    """A retention horizon (days, as the setting takes it) that falls just after grown message number ``message``."""
+    with engine.connect() as connection:
+        received = connection.execute(
+            sa.text(
+                "SELECT received_at FROM inbound_messages WHERE channel = 'whatsapp' AND provider_message_id = :id"
+            ),
+            {"id": f"wamid.in.{message}"},
+        ).scalar_one()
+    return f"{(datetime.now(UTC) - received).total_seconds() / 86400:.9f}"
+
+
+def _breakdown(counts: dict[str, int], suffix: str) -> str:
+    parts = [f"{key.removesuffix(suffix)} {value:,}" for key, value in counts.items() if key.endswith(suffix)]
+    return ", ".join(parts)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
 
 
 def _size(engine: sa.Engine) -> str:
