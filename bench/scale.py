@@ -8,11 +8,15 @@ with only the conversations the backlog needs. For both, and for planner statist
 - inbound drain: a backlog of 500 pending messages on 500 conversations, drained by 4 threads running the
   worker's database cycle (claim, pending messages, history, commit of a turn with one reply, release) — no AI, so
   the figure is the queue's own cost. Target ≥ 0.9× the empty database.
-- outbound drain: the 500 replies this wrote, claimed 32 at a time and marked sent. Target ≥ 0.9×.
+- outbound drain: the 500 replies this wrote, claimed 32 at a time and marked sent (with statistics taken during
+  the backlog, ANALYZE runs again once the replies are written). Target ≥ 0.9×.
 - idle claim: the time of one claim that finds nothing (each idle worker runs it 5 times a second);
-- idle CPU: PostgreSQL's CPU while 4 worker loops and a sender loop poll at ``serve``'s rates and find nothing.
+- idle CPU: PostgreSQL's CPU while 4 worker loops and a sender loop poll at ``serve``'s rates and find nothing;
+- prune: ``chatops prune`` of a day of the large database's history per round (rows deleted and rows cleared per
+  second) while ``chatops serve --no-workers`` acknowledges 100 signed webhooks a second, and the ack p99 during the
+  prunes against quiet windows of the same run (target ≤ 2×).
 
-Not measured here yet (issue 17): webhook ack latency during the backlog, reply latency, prune throughput.
+Webhook ack and reply latency on an idle queue are measured by ``bench/wakeups.py``.
 """
 
 from __future__ import annotations
@@ -163,6 +167,9 @@ def _measure_once(
     inbound_claims: list[float] = []
     outbound_claims: list[float] = []
     inbound = _timed(lambda: _drain_inbound(engine, inbound_claims))
+    if statistics == "during":  # the drain wrote the replies: the sender's backlog, which ANALYZE now sees
+        with engine.begin() as connection:
+            analyze(connection)
     outbound = _timed(lambda: _drain_outbound(engine, outbound_claims))
     for key, value in (
         ("inbound", BACKLOG / inbound),
@@ -302,14 +309,24 @@ def _idle_cpu(ctx: Context, engine: sa.Engine) -> float:
     return cpu_between(before, after) / IDLE_SECONDS
 
 
-def _measure_prune(ctx: Context, engine: sa.Engine, url: str, *, messages: int, note: str) -> list[Row]:
+def _measure_prune(
+    ctx: Context,
+    engine: sa.Engine,
+    url: str,
+    *,
+    messages: int,
+    note: str,
+    rounds: int | None = None,
+    warm_up: float = 3.0,
+) -> list[Row]:
     """``chatops prune`` of a day's data per round while ``serve`` acknowledges webhooks at a steady rate.
 
     Each round prunes the next day of the grown history (``grow`` spreads it over 60 days) as a daily timer would
     in a steady state: one ``chatops prune`` deletes the oldest day's messages, replies and turns, then one clears
     the traces of the next day's turns and the raw payloads of the day after (two processes, so deleting and
     clearing are timed apart; the ack latency counts both). Rounds alternate with quiet windows as long as the
-    last prune, the webhook load running throughout; every acknowledged webhook must be stored.
+    last prune, the webhook load running throughout; every acknowledged webhook must be stored. ``rounds`` and
+    ``warm_up`` (seconds of load before the first window) are for tests/test_bench.py.
     """
     from bench.bots import write_echo_bot
     from bench.databases import RowCounter
@@ -319,7 +336,7 @@ def _measure_prune(ctx: Context, engine: sa.Engine, url: str, *, messages: int, 
     from bench.stats import median, percentile
     from tests.fakes.graph_api import FakeGraphAPI
 
-    rounds = ctx.rounds(3, 3)
+    rounds = rounds or ctx.rounds(3, 3)
     day = messages // 60
     run_id = f"prune{time.monotonic_ns()}"
     stamp = int(time.time())
@@ -348,7 +365,7 @@ def _measure_prune(ctx: Context, engine: sa.Engine, url: str, *, messages: int, 
                 port=server.port, path=WEBHOOK_PATH, make_body=body, rate=PRUNE_RATE, connections=PRUNE_CONNECTIONS
             )
             with load:
-                time.sleep(3.0)  # the server's pool and prepared statements are warm
+                time.sleep(warm_up)  # the server's pool and prepared statements are warm
                 last = 0.0
                 for index in range(rounds):  # prune first in even rounds, the quiet window first in odd ones
                     for step in ("prune", "quiet") if index % 2 == 0 else ("quiet", "prune"):

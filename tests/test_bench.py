@@ -20,7 +20,7 @@ from bench import harness, report
 from bench.bots import write_echo_bot, write_lint_bot
 from bench.cpu import PostgresBackends, cpu_between, process_cpu_seconds
 from bench.databases import RowCounter, seed_sent_messages
-from bench.load import PythonLoad, WrkLoad
+from bench.load import PythonLoad, SteadyLoad, WrkLoad
 from bench.payloads import APP_SECRET, PHONE_NUMBER_ID, outbound_id, sender_id, signed_bodies, signed_status_bodies
 from bench.processes import ServerProcess, free_port, peak_rss_kib, time_command
 from bench.results import Row, Target, skipped
@@ -262,3 +262,76 @@ def test_wrk_script_cycles_bodies_and_reports(bare_app: ServerProcess, tmp_path:
     assert result.reused > 0  # 10 bodies cannot last a second: repeats are counted
     assert result.non_2xx == 0
     assert result.p99_ms is not None
+
+
+@pytest.mark.slow
+def test_steady_load_keeps_its_rate_and_times_every_request(bare_app: ServerProcess) -> None:
+    rate, connections = 40.0, 2
+    load = SteadyLoad(
+        port=bare_app.port,
+        path="/webhooks/whatsapp",
+        make_body=lambda n: signed_bodies(f"steady{n}", 1)[0],
+        rate=rate,
+        connections=connections,
+    )
+    with load:
+        started = time.monotonic()
+        time.sleep(0.5)
+        middle = time.monotonic()
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    assert load.acks
+    assert all(ack.status == 200 and ack.ms > 0 for ack in load.acks)
+    assert len(load.acks) <= rate * elapsed + connections  # paced: never faster than the rate
+    first, second = load.between(started, middle), load.between(middle, time.monotonic())
+    assert first
+    assert second
+    assert len(first) + len(second) <= len(load.acks)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_scale_prune_measures_a_day_of_history_under_webhooks(tmp_path: Path) -> None:
+    """bench/scale.py's prune figures, one short round on a small grown database: the real serve and prune."""
+    from bench.grow import grow
+    from bench.scale import _measure_prune
+    from chatops.db.connect import create_db_engine
+    from chatops.db.migrate import migrate
+    from tests.databases import postgres_database, postgres_server_url
+
+    ctx = harness.Context(
+        quick=True,
+        root=ROOT,
+        work_dir=tmp_path,
+        python=sys.executable,
+        chatops=harness.chatops_command(),
+        database_server=postgres_server_url(),
+        load=PythonLoad(),
+    )
+    with postgres_database() as url:
+        engine = create_db_engine(url)
+        try:
+            migrate(engine)
+            with engine.begin() as connection:
+                grow(connection, messages=600, conversations=24)  # 60 days: a day is 10 messages
+            deleted, cleared, latency = _measure_prune(
+                ctx, engine, url, messages=600, note="test", rounds=1, warm_up=0.0
+            )
+            counter = RowCounter(url)
+            remaining = counter.count("inbound_messages", "provider_message_id LIKE 'wamid.in.%'")
+            cleared_raw = counter.count(
+                "inbound_messages", "raw = '{}'::jsonb AND provider_message_id LIKE 'wamid.in.%'"
+            )
+            counter.close()
+        finally:
+            engine.dispose()
+    # The oldest day went (10 inbound, 10 replies, 10 turns); the next day's traces and two days of raw payloads.
+    assert "30 rows deleted (outbound 10, inbound 10, turns 10, conversations 0)" in deleted.note
+    assert "30 rows cleared (traces 10, raw 20)" in cleared.note
+    assert (remaining, cleared_raw) == (590, 20)
+    for row in (deleted, cleared, latency):
+        assert row.invalid is None, row.invalid  # every acknowledged webhook was stored
+        assert row.value is not None
+        assert row.value > 0
+    assert latency.baseline is not None  # the quiet window's p99
+    assert latency.status in ("pass", "FAIL")
