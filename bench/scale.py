@@ -318,6 +318,7 @@ def _measure_prune(
     note: str,
     rounds: int | None = None,
     warm_up: float = 3.0,
+    options: tuple[str, ...] = (),
 ) -> list[Row]:
     """``chatops prune`` of a day's data per round while ``serve`` acknowledges webhooks at a steady rate.
 
@@ -326,7 +327,8 @@ def _measure_prune(
     the traces of the next day's turns and the raw payloads of the day after (two processes, so deleting and
     clearing are timed apart; the ack latency counts both). Rounds alternate with quiet windows as long as the
     last prune, the webhook load running throughout; every acknowledged webhook must be stored. ``rounds`` and
-    ``warm_up`` (seconds of load before the first window) are for tests/test_bench.py.
+    ``warm_up`` (seconds of load before the first window) are for tests/test_bench.py; ``options`` go to
+    ``chatops prune`` (none: its defaults, what a timer runs).
     """
     from bench.bots import write_echo_bot
     from bench.databases import RowCounter
@@ -371,7 +373,9 @@ def _measure_prune(
                     for step in ("prune", "quiet") if index % 2 == 0 else ("quiet", "prune"):
                         started = time.monotonic()
                         if step == "prune":
-                            for kind, seconds, changed in _prune_day(ctx, engine, url, day=day, index=index):
+                            for kind, seconds, changed in _prune_day(
+                                ctx, engine, url, day=day, index=index, options=options
+                            ):
                                 rates[kind].append(sum(changed.values()) / seconds)
                                 for key, value in changed.items():
                                     counts[key] = counts.get(key, 0) + value
@@ -432,7 +436,7 @@ def _measure_prune(
 
 
 def _prune_day(
-    ctx: Context, engine: sa.Engine, url: str, *, day: int, index: int
+    ctx: Context, engine: sa.Engine, url: str, *, day: int, index: int, options: tuple[str, ...] = ()
 ) -> list[tuple[str, float, dict[str, int]]]:
     """Round ``index``'s two ``chatops prune`` runs: (``deleted``/``cleared``, seconds, counts) for each."""
     oldest = _days_ago(engine, day * (index + 1))
@@ -452,7 +456,7 @@ def _prune_day(
         env = ctx.env({f"CHATOPS_RETAIN_{name}_DAYS": value for name, value in horizons.items()})
         started = time.monotonic()
         finished = subprocess.run(
-            [*ctx.chatops, "--database-url", url, "prune", "--json"],
+            [*ctx.chatops, "--database-url", url, "prune", "--json", *options],
             env=env,
             cwd=ctx.work_dir,
             capture_output=True,

@@ -190,3 +190,27 @@ def test_forget_deletes_one_persons_data_and_reports_it(database_url: str, db: s
     assert report["counts"]["inbound_messages"] == 1
     assert report["conversations"][0]["channel"] == "messenger"
     assert rows(db, turns, "conversation_id") == [(kept,)] * 3
+
+
+def test_prune_pauses_after_each_batch_that_changed_rows(db: sa.Engine) -> None:
+    from chatops.cli import prune as prune_cli
+    from chatops.db import retention
+
+    add_history(db, "old", days_ago=100)  # messages 1-3: raw payloads past the horizon
+    add_history(db, "new", days_ago=1)  # messages 4-6
+    policy = retention.RetentionPolicy(raw_days=30)
+    pauses: list[float] = []
+    report = retention.prune(db, policy, now=NOW, batch_size=2, dry_run=True, pause_ratio=3.0, sleep=pauses.append)
+    assert (report.counts, pauses) == ({"raw_cleared": 3}, [])  # a dry run changes nothing: nothing to pause for
+    report = retention.prune(db, policy, now=NOW, batch_size=2, pause_ratio=3.0, sleep=pauses.append)
+    # Batch [1, 2] cleared two rows, [3, 4] one and reached the horizon; each pause is 3 × its batch's time.
+    assert report.counts == {"raw_cleared": 3}
+    assert len(pauses) == 2
+    assert all(pause > 0 for pause in pauses)
+    report = retention.prune(db, policy, now=NOW, batch_size=2, pause_ratio=0.0, sleep=pauses.append)
+    assert (report.counts, len(pauses)) == ({"raw_cleared": 0}, 2)  # nothing left to change, no pause
+    # `chatops prune` keeps its own copies of the defaults (it must not import SQLAlchemy for --help).
+    assert (prune_cli.DEFAULT_BATCH_SIZE, prune_cli.DEFAULT_PAUSE_RATIO) == (
+        retention.DEFAULT_BATCH_SIZE,
+        retention.DEFAULT_PAUSE_RATIO,
+    )

@@ -8,6 +8,10 @@ import typer
 
 from chatops.cli import output
 
+# Literals, not chatops.db.retention's constants: importing it here would load SQLAlchemy for every `chatops --help`.
+DEFAULT_BATCH_SIZE = 200
+DEFAULT_PAUSE_RATIO = 1.0
+
 _LABELS = {
     "raw_cleared": "raw payloads cleared",
     "traces_cleared": "turn traces cleared",
@@ -24,7 +28,15 @@ def prune_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Rows per transaction (small: no long locks).")
-    ] = 1000,
+    ] = DEFAULT_BATCH_SIZE,
+    pause_ratio: Annotated[
+        float,
+        typer.Option(
+            "--pause-ratio",
+            min=0.0,
+            help="After each batch, wait this many times as long as it took (0: no pause).",
+        ),
+    ] = DEFAULT_PAUSE_RATIO,
 ) -> None:
     """Delete or clear data older than the CHATOPS_RETAIN_*_DAYS settings, in small batches.
 
@@ -50,7 +62,9 @@ def prune_command(
     )
     engine = database_engine(ctx, settings=settings)
     try:
-        report = prune(engine, policy, now=datetime.now(UTC), batch_size=batch_size, dry_run=dry_run)
+        report = prune(
+            engine, policy, now=datetime.now(UTC), batch_size=batch_size, pause_ratio=pause_ratio, dry_run=dry_run
+        )
     finally:
         engine.dispose()
     if as_json:

@@ -12,6 +12,7 @@ by key: no table rewrite, no lock held longer than one batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,7 +23,10 @@ import sqlalchemy as sa
 from chatops.db.connect import storage_errors
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
 
-DEFAULT_BATCH_SIZE = 1000
+# What `chatops prune` uses unless told otherwise: small batches with a pause as long as each batch, so a prune
+# running beside live traffic costs the webhooks little (measured in docs/scaling.md).
+DEFAULT_BATCH_SIZE = 200
+DEFAULT_PAUSE_RATIO = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,19 @@ def prune(
     *,
     now: datetime,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    pause_ratio: float = 0.0,
     dry_run: bool = False,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> PruneReport:
-    """Apply ``policy`` as of ``now``; returns the counts. Raises StorageError when the database fails."""
+    """Apply ``policy`` as of ``now``; returns the counts. Raises StorageError when the database fails.
+
+    After each batch that changed rows, waits ``pause_ratio`` times as long as the batch took (``sleep``), so the
+    prune takes at most ``1 / (1 + pause_ratio)`` of the time of one database connection and leaves the rest of the
+    database's CPU and WAL bandwidth to the webhooks and workers running meanwhile.
+    """
     report = PruneReport(dry_run=dry_run)
     m, o, t = inbound_messages.c, outbound_messages.c, turns.c
-    walk = _Walker(engine, batch_size=batch_size, dry_run=dry_run)
+    walk = _Walker(engine, batch_size=batch_size, dry_run=dry_run, pause_ratio=pause_ratio, sleep=sleep)
     if policy.messages_days is not None:
         cutoff = now - timedelta(days=policy.messages_days)
         report.add(
@@ -95,26 +106,36 @@ def prune(
 class _Walker:
     """Walks a table in id order, one short transaction per batch, up to the first row past a horizon."""
 
-    def __init__(self, engine: sa.Engine, *, batch_size: int, dry_run: bool) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        batch_size: int,
+        dry_run: bool,
+        pause_ratio: float = 0.0,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
         self.engine = engine
         self.batch_size = max(batch_size, 1)
         self.dry_run = dry_run
+        self.pause_ratio = max(pause_ratio, 0.0)
+        self.sleep = sleep
 
     def delete(
-        self, table: sa.Table, time: sa.ColumnElement[Any], cutoff: datetime, keep_out: sa.ColumnElement[bool]
+        self, table: sa.Table, column: sa.ColumnElement[Any], cutoff: datetime, keep_out: sa.ColumnElement[bool]
     ) -> int:
-        return self._walk(table, time, cutoff, keep_out, lambda ids: sa.delete(table).where(table.c.id.in_(ids)))
+        return self._walk(table, column, cutoff, keep_out, lambda ids: sa.delete(table).where(table.c.id.in_(ids)))
 
     def update(
         self,
         table: sa.Table,
-        time: sa.ColumnElement[Any],
+        column: sa.ColumnElement[Any],
         cutoff: datetime,
         condition: sa.ColumnElement[bool],
         values: dict[str, Any],
     ) -> int:
         return self._walk(
-            table, time, cutoff, condition, lambda ids: sa.update(table).where(table.c.id.in_(ids)).values(**values)
+            table, column, cutoff, condition, lambda ids: sa.update(table).where(table.c.id.in_(ids)).values(**values)
         )
 
     def delete_idle_conversations(self, cutoff: datetime, *, now: datetime) -> int:
@@ -133,13 +154,14 @@ class _Walker:
     def _walk(
         self,
         table: sa.Table,
-        time: sa.ColumnElement[Any] | None,
+        column: sa.ColumnElement[Any] | None,
         cutoff: datetime,
         condition: sa.ColumnElement[bool],
         change: Callable[[list[int]], sa.Executable],
     ) -> int:
         done, last = 0, 0
         while True:
+            started = time.monotonic()
             with storage_errors(self.engine), self.engine.begin() as connection:
                 window = sa.select(table.c.id).where(table.c.id > last).order_by(table.c.id).limit(self.batch_size)
                 ids = list(connection.execute(window).scalars())
@@ -147,13 +169,16 @@ class _Walker:
                     return done
                 last = ids[-1]
                 chosen = sa.select(table.c.id).where(table.c.id.in_(ids), condition)
-                if time is not None:
-                    chosen = chosen.where(time < cutoff)
+                if column is not None:
+                    chosen = chosen.where(column < cutoff)
                 matching = list(connection.execute(chosen).scalars())
                 if matching and not self.dry_run:
                     connection.execute(change(matching))
                 done += len(matching)
-                if time is not None:
-                    newest = connection.execute(sa.select(sa.func.max(time)).where(table.c.id.in_(ids))).scalar()
-                    if newest is not None and newest >= cutoff:
-                        return done  # ids grow with time: everything after this batch is younger
+                newest = None
+                if column is not None:
+                    newest = connection.execute(sa.select(sa.func.max(column)).where(table.c.id.in_(ids))).scalar()
+            if matching and not self.dry_run and self.pause_ratio:
+                self.sleep((time.monotonic() - started) * self.pause_ratio)
+            if newest is not None and newest >= cutoff:
+                return done  # ids grow with time: everything after this batch is younger
