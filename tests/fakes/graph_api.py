@@ -138,8 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = _VERSION_PREFIX.sub("", split.path)
         headers = {name.lower(): value for name, value in self.headers.items()}
         reply = fake._record(RecordedRequest("GET", path, query, headers, None))
-        if fake.latency or reply.delay:
-            fake._sleep(fake.latency + reply.delay)
+        fake._sleep(fake.latency + reply.delay)
         if reply.drop:
             self.close_connection = True
             return
@@ -169,8 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = _VERSION_PREFIX.sub("", split.path)
         headers = {name.lower(): value for name, value in self.headers.items()}
         reply = fake._record(RecordedRequest("POST", path, query, headers, body))
-        if fake.latency or reply.delay:
-            fake._sleep(fake.latency + reply.delay)
+        fake._sleep(fake.latency + reply.delay)
         if reply.drop:
             self.close_connection = True  # no status line at all: the client sees the connection close
             return

@@ -25,6 +25,8 @@ class LoopbackFake(Generic[R, S]):
         self._requests: list[R] = []
         self._script: deque[S] = deque()
         self._stopping = threading.Event()  # set by stop(): wakes handlers sleeping in a scripted delay
+        self._released = threading.Event()  # cleared by hold(): answers wait until release() (or stop())
+        self._released.set()
         self._server: ThreadingHTTPServer
         self._thread: threading.Thread | None = None
 
@@ -42,6 +44,15 @@ class LoopbackFake(Generic[R, S]):
         with self._lock:
             self._script.extend(answers)
 
+    def hold(self) -> None:
+        """Keep every answer from now on (requests are recorded on arrival) until :meth:`release` or :meth:`stop`:
+        calls in flight for as long as a test needs, whatever the load of the machine."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let the held answers (and the next ones) go."""
+        self._released.set()
+
     def start(self) -> Self:
         # A short poll interval: stop() waits for the loop to notice, and tests stop a server each.
         self._thread = threading.Thread(
@@ -52,6 +63,7 @@ class LoopbackFake(Generic[R, S]):
 
     def stop(self) -> None:
         self._stopping.set()
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -70,5 +82,7 @@ class LoopbackFake(Generic[R, S]):
             return self._script.popleft() if self._script else None
 
     def _sleep(self, seconds: float) -> None:
+        """Before an answer: wait ``seconds`` (a latency, a scripted delay), then while :meth:`hold` holds it."""
         if seconds > 0:
             self._stopping.wait(seconds)
+        self._released.wait()
