@@ -4,8 +4,9 @@ A process renews every lease it holds in one statement per table (:func:`renew_l
 stopped renewing it runs out ``CHATOPS_LEASE_SECONDS`` after the last renewal. An expired conversation lease is
 simply claimable again (:func:`~chatops.db.inbox.claim_conversation`); an expired send goes back to ``pending``
 through :func:`recover_expired_sends`. A process that starts frees at once what a previous incarnation of itself
-left (:func:`recover_incarnation`): holders are named ``<instance>/<incarnation>/<role>``, so rows of the same
-instance but another incarnation belong to a dead process.
+left (:func:`recover_incarnation`): holders are named ``<instance>/<incarnation>/<role>``, and two processes of
+one instance never run at the same time, so rows of the same instance but another incarnation belong to a process
+that has exited.
 
 Every function takes the time as ``now`` and raises SQLAlchemy errors when the database fails.
 """

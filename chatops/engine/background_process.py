@@ -2,7 +2,8 @@
 
 ``chatops serve --server gunicorn`` starts this process once, from the Gunicorn master, so answering and sending
 run once per deployment and not once per web process. It is a fresh interpreter (not a fork of the master), so
-it runs the code installed now: a reload (SIGHUP) starts a new one with new code and the new bot definition.
+it runs the code installed now: a reload (SIGHUP) stops it and then starts a new one, with new code and the new
+bot definition (one after the other: the new one takes back its instance's leases as it starts).
 
 Its turns, AI calls, sends and pool are counted in prometheus_client's multiprocess files (the master set the
 directory in the environment), which the web processes' ``/metrics`` read.

@@ -6,7 +6,9 @@ call keeps its lease however long it takes, and a dead process' leases run out `
 its last renewal. It renews a lease only while the thread holding it keeps its own heartbeat promise
 (:class:`~chatops.engine.supervision.Heartbeat`): a thread that ``/readyz`` reports as stuck loses its leases, and
 another worker takes its work over. When it starts, the keeper frees what a previous incarnation of the same
-instance left (docs/operations.md "Crash recovery").
+instance left (docs/operations.md "Crash recovery"): two processes of one instance never run at the same time (the
+Gunicorn master starts a background process only once the previous one has exited), so what an earlier
+incarnation holds was left by a process that has exited.
 
 Holders are named ``<instance>/<incarnation>/<role>``: the instance is stable across restarts
 (``CHATOPS_INSTANCE``, by default host name and command), the incarnation is new for every process.

@@ -4,6 +4,8 @@ Under Gunicorn the workers and the sender run in one process of their own, next 
 ``/readyz`` in a web process cannot ask them directly. The background process rewrites the file every
 :data:`WRITE_SECONDS` (atomically: a temporary file renamed over it); a web process reads it per ``/readyz``.
 A file older than :data:`STALE_SECONDS`, or none at all, is itself a problem: the process is gone or stuck.
+Each write names its writer's pid: while a reload replaces the background process, the Gunicorn master writes the
+file until the new process has reported (chatops.web.gunicorn_server).
 
 Writes the file (``write_status``); reads raise nothing (a missing or torn file is reported as a problem).
 """
@@ -20,10 +22,21 @@ STALE_SECONDS = 3.0
 
 
 def write_status(path: Path, *, problems: list[str], warnings: list[str]) -> None:
-    """Replace ``path`` with the current problems and warnings, stamped now (wall clock: another process reads)."""
+    """Replace ``path`` with the current problems and warnings, stamped now (wall clock: another process reads)
+    and with this process' pid."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps({"time": time.time(), "problems": problems, "warnings": warnings}))
+    status = {"time": time.time(), "pid": os.getpid(), "problems": problems, "warnings": warnings}
+    temporary.write_text(json.dumps(status))
     temporary.replace(path)
+
+
+def writer(path: Path) -> int | None:
+    """The pid of the process that wrote ``path`` last; None when there is no readable file."""
+    try:
+        pid = json.loads(path.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
 
 
 class StatusReader:

@@ -18,9 +18,11 @@ gauges of each process it reaps; counts of ended processes stay (no reset, no do
 
 SIGHUP reloads gracefully: the bot definition is checked first (a broken one is logged and the old processes keep
 serving), then Gunicorn starts new web processes (which load the bot definition and templates again) and stops the
-old ones after their requests, and a new background process replaces the old one (the old one finishes its
-turns). SIGTERM stops gracefully (in-flight requests, then the background process); SIGINT and SIGQUIT quickly.
-SIGUSR2 (Gunicorn's binary upgrade) is not supported: the ``chatops serve`` it re-executes refuses to start.
+old ones after their requests, and the background process is replaced one after the other: the old one finishes
+its turns and sends and exits, then the new one starts (never both at once: :class:`BackgroundSupervisor` says
+why; docs/deployment.md). SIGTERM stops gracefully (in-flight requests, then the background process); SIGINT
+and SIGQUIT quickly. SIGUSR2 (Gunicorn's binary upgrade) is not supported: the ``chatops serve`` it re-executes
+refuses to start.
 
 Raises ChatopsError when the port cannot be bound (Gunicorn would exit the process with its own message).
 """
@@ -40,22 +42,38 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from chatops.engine.background_process import Job
-from chatops.engine.status_file import write_status
+from chatops.engine.status_file import WRITE_SECONDS, write_status, writer
 from chatops.metrics.multiprocess import process_ended
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # seconds before the background process is started again
 STEADY_SECONDS = 60.0  # a background process that ran this long starts the delays from the beginning again
-RETIRE_SECONDS = 60.0  # an old background process (after a reload) gets this long to finish its turns
+# A background process told to stop gets this long, then SIGKILL. Its own stop waits up to 30 s for its turns and
+# sends (chatops.engine.runtime.Background.stop): only a process hung past that is killed.
+STOP_SECONDS = 40.0
+# After a reload the master keeps /readyz ready (with a warning) until the new process reports, at most this long.
+HANDOVER_SECONDS = 60.0
+HANDOVER = (
+    "reloading: the background process (workers and sender) is being replaced; new messages are answered once the "
+    "old one has finished its turns and sends and the new one has started"
+)
 
 
 class BackgroundSupervisor:
     """Runs ``command`` as the one background process: started, restarted when it dies, replaced, stopped.
 
+    Never two at once. Every background process of a deployment holds its leases under the same instance name, and
+    one that starts takes back at once whatever that name holds: it must be left by a process that has exited
+    (crashed, killed or stopped), never by one still finishing a turn or a send. So a reload stops the old process
+    (SIGTERM: its turns and sends in flight finish, its leases are released) and starts the new one only once the
+    old one has exited; answering pauses meanwhile (the webhooks are still stored and acknowledged). The other way,
+    both running side by side, needs a holder name per process and a way for each to learn which of the others
+    are dead before taking their leases: more parts, for a pause of one turn.
+
     ``job`` gives the bytes written on its standard input each time it starts; ``on_exit`` is told the pid of
     each one that has ended, once. Called from the master's loop only (no thread of its own: the master forks web
-    processes, and a fork copies no thread safely).
+    processes, and a fork copies no thread safely), and never blocks it.
     """
 
     def __init__(
@@ -71,8 +89,10 @@ class BackgroundSupervisor:
         self.status_path = status_path
         self.on_exit = on_exit
         self.reaped: set[int] = set()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.retiring: list[tuple[subprocess.Popen[bytes], float]] = []
+        self.process: subprocess.Popen[bytes] | None = None  # None after a reload, until its successor starts
+        self.stopping: list[tuple[subprocess.Popen[bytes], float]] = []  # told to stop by a reload, since (monotonic)
+        self.handover_since: float | None = None  # a reload under way: until the new process reports
+        self.vouched_at = 0.0
         self.started_at = 0.0
         self.failures = 0
         self.restart_at: float | None = None
@@ -94,10 +114,16 @@ class BackgroundSupervisor:
         """Reap what has ended (called before Gunicorn's reaping, which would take any child)."""
         if self.process is not None and self.process.poll() is not None:
             self._ended(self.process)
-        for old, _ in self.retiring:
+        for old, since in self.stopping:
             if old.poll() is not None:
                 self._ended(old)
-        self.retiring = [(old, since) for old, since in self.retiring if old.returncode is None]
+                log.info(
+                    "the previous background process %s stopped after %.1fs (code %s)",
+                    old.pid,
+                    time.monotonic() - since,
+                    old.returncode,
+                )
+        self.stopping = [(old, since) for old, since in self.stopping if old.returncode is None]
 
     def _ended(self, process: subprocess.Popen[bytes]) -> None:
         if process.pid not in self.reaped:
@@ -106,20 +132,31 @@ class BackgroundSupervisor:
                 self.on_exit(process.pid)
 
     def maintain(self) -> None:
-        """Start the process again when it died (after its delay); kill retired ones that outstay their time."""
+        """Start the process once its predecessor has exited (after a reload), or again when it died (after its
+        delay); kill a stopping one that outstays :data:`STOP_SECONDS`; keep ``/readyz`` informed."""
         self.poll()
         now = time.monotonic()
-        for old, since in self.retiring:
-            if now - since > RETIRE_SECONDS:
-                log.warning("the old background process %s did not stop within %.0fs: killed", old.pid, RETIRE_SECONDS)
-                old.kill()
-        if self.stopped or self.process is None:
+        for index, (old, since) in enumerate(self.stopping):
+            if now - since > STOP_SECONDS:
+                log.warning(
+                    "the previous background process %s did not stop within %.0fs: killed", old.pid, STOP_SECONDS
+                )
+                old.kill()  # its successor takes back the leases it held, as after a crash
+                self.stopping[index] = (old, float("inf"))  # killed once, warned once
+        if self.stopped:
             return
-        code = self.process.returncode
-        if code is None:
-            if now - self.started_at > STEADY_SECONDS:
-                self.failures = 0
+        if self.process is None:
+            if not self.stopping:
+                self.start()
+        elif self.process.returncode is not None:
+            self.handover_since = None  # no longer a reload: a dead process, which /readyz reports
+            self._restart_later(self.process.returncode, now)
             return
+        elif now - self.started_at > STEADY_SECONDS:
+            self.failures = 0
+        self._vouch(now)
+
+    def _restart_later(self, code: int, now: float) -> None:
         if self.restart_at is None:
             delay = RESTART_DELAYS[min(self.failures, len(RESTART_DELAYS) - 1)]
             self.failures += 1
@@ -133,20 +170,44 @@ class BackgroundSupervisor:
         elif now >= self.restart_at:
             self.start()
 
+    def _vouch(self, now: float) -> None:
+        """During a reload, write the status file for the background process until the new one reports itself.
+
+        Nothing is wrong meanwhile (the webhooks are stored, the new process answers them): ``/readyz`` stays 200
+        and says why the answers wait, rather than 503 once the old process' last report is stale.
+        """
+        if self.handover_since is None or self.status_path is None:
+            return
+        reported = self.process is not None and writer(self.status_path) == self.process.pid
+        if reported or now - self.handover_since > HANDOVER_SECONDS:
+            self.handover_since = None
+            return
+        if now - self.vouched_at >= WRITE_SECONDS:  # maintain() runs every 0.1 s while Gunicorn reloads
+            write_status(self.status_path, problems=[], warnings=[HANDOVER])
+            self.vouched_at = now
+
     def replace(self) -> None:
-        """Start a new process; the old one gets SIGTERM and finishes its turns (its leases keep them single)."""
+        """Stop the process (SIGTERM); :meth:`maintain` starts the new one once it has exited (see the class)."""
+        now = time.monotonic()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.retiring.append((self.process, time.monotonic()))
+            self.stopping.append((self.process, now))
+            log.info(
+                "reload: background process %s is finishing its turns and sends; the new one starts when it has",
+                self.process.pid,
+            )
+        self.process = None
         self.failures = 0
-        self.start()
+        self.restart_at = None
+        self.handover_since = now
+        self._vouch(now)
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """SIGTERM to every background process, then wait (SIGKILL after ``timeout``). Idempotent."""
         if self.stopped:
             return
         self.stopped = True
-        everyone = [old for old, _ in self.retiring]
+        everyone = [old for old, _ in self.stopping]
         if self.process is not None:
             everyone.append(self.process)
         for process in everyone:
@@ -168,6 +229,7 @@ class _Arbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no type informa
     def __init__(self, app: GunicornServer) -> None:
         super().__init__(app)
         self.chatops = app
+        self.reloading = False
 
     def start(self) -> None:
         super().start()
@@ -177,12 +239,16 @@ class _Arbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no type informa
         if self.chatops.on_ready is not None:
             self.chatops.on_ready(str(host), int(port))
 
-    def handle_chld(self) -> None:
+    def reap_workers(self) -> None:
+        # Gunicorn reaps with waitpid(-1), which would take the background process too: it is polled first. Gunicorn
+        # calls this on SIGCHLD, and every 0.1 s while a reload waits (up to graceful_timeout) for the old web
+        # processes to finish their requests: the background process' handover goes on meanwhile.
         if self.chatops.background is not None:
-            self.chatops.background.poll()
-        super().handle_chld()
-
-    handle_cld = handle_chld
+            if self.reloading:
+                self.chatops.background.maintain()
+            else:
+                self.chatops.background.poll()
+        super().reap_workers()
 
     def manage_workers(self) -> None:
         super().manage_workers()
@@ -194,9 +260,13 @@ class _Arbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no type informa
         if problem:
             log.error("reload refused, the running processes keep serving: %s", problem)
             return
-        if self.chatops.background is not None:  # first: Gunicorn's reload waits for the old web processes
+        if self.chatops.background is not None:
             self.chatops.background.replace()
-        super().handle_hup()
+        self.reloading = True
+        try:
+            super().handle_hup()
+        finally:
+            self.reloading = False
 
     def stop(self, graceful: bool = True) -> None:
         super().stop(graceful)
