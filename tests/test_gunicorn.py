@@ -350,6 +350,33 @@ def test_sigterm_stops_every_process(database_url: str, gunicorn: Callable[..., 
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie nobody reaped yet counts as gone)."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_killed_master_takes_its_background_process_along(
+    database_url: str, gunicorn: Callable[..., ServeProcess]
+) -> None:
+    # A master started again would start a background process under the same instance name: the old one must not
+    # go on beside it (it stops as Gunicorn's web processes do).
+    server = gunicorn(database_url)
+    assert server.process is not None
+    everyone = list(children(server.process.pid))
+    try:
+        server.kill()
+        wait_for(lambda: all(gone(pid) for pid in everyone), timeout=30, what="every child gone", server=server)
+    finally:
+        for pid in everyone:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert "the Gunicorn master (pid" in server.log.read_text()
+
+
 def test_the_wsgi_entry_reads_settings_from_the_environment(
     database_url: str, bot_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,11 +11,13 @@ directory in the environment), which the web processes' ``/metrics`` read.
 The master writes a pickled :class:`Job` on this process's standard input (the settings carry secrets: they must
 not appear in its command line). The process loads the bot, runs :class:`~chatops.engine.runtime.Background`,
 rewrites its status file (:mod:`chatops.engine.status_file`) every half second for the web processes' ``/readyz``,
-and stops cleanly (turns finish, leases released) on SIGTERM or SIGINT.
+and stops cleanly (turns finish, leases released) on SIGTERM or SIGINT, or when the master is gone.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
 import signal
 import sys
@@ -26,6 +28,8 @@ from pathlib import Path
 
 from chatops.config.settings import Settings
 from chatops.engine.status_file import WRITE_SECONDS, write_status
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,9 @@ def _utc_now() -> datetime:
 
 
 def run(job: Job) -> None:
-    """Run workers + sender until SIGTERM/SIGINT, reporting to ``job.status_path``. Raises ChatopsError at start."""
+    """Run workers + sender until SIGTERM/SIGINT or the master's end, reporting to ``job.status_path``. Raises
+    ChatopsError at start."""
+    master = os.getppid()
     from chatops.config.bot import load_bot
     from chatops.db.connect import create_db_engine
     from chatops.engine.runtime import Background
@@ -65,6 +71,12 @@ def run(job: Job) -> None:
     background.start()
     try:
         while not stopped.is_set():
+            if os.getppid() != master:
+                # The master is gone (killed: it could not stop us). Stop as Gunicorn's web processes do: a master
+                # started again would start a background process under the same instance name, which must not
+                # run beside this one (chatops.web.gunicorn_server.BackgroundSupervisor).
+                log.warning("the Gunicorn master (pid %s) is gone: stopping the workers and the sender", master)
+                break
             write_status(job.status_path, problems=background.problems(), warnings=background.warnings())
             stopped.wait(WRITE_SECONDS)
     finally:
