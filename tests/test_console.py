@@ -218,33 +218,21 @@ def test_the_longest_waiting_come_first_and_older_conversations_page(
     monkeypatch.setattr(pages, "WAITING_LIMIT", 2)
     monkeypatch.setattr(pages, "OTHERS_LIMIT", 2)
     now = console.clock()
+    rows = [("human", f"waited-{m}", now - timedelta(minutes=m), now - timedelta(minutes=m)) for m in (30, 20, 10)]
+    rows += [("bot", f"bot-{m}", None, now - timedelta(minutes=m)) for m in (1, 2, 3)]
     with console.db.begin() as connection:
-        for minutes, user in ((30, "waited-30"), (20, "waited-20"), (10, "waited-10")):
-            since = now - timedelta(minutes=minutes)
+        for mode, user, last_inbound_at, updated_at in rows:
             connection.execute(
                 sa.insert(conversations).values(
                     channel="whatsapp",
                     account_id="1",
                     user_id=user,
                     user_name=user,
-                    mode="human",
+                    mode=mode,
                     state={},
-                    last_inbound_at=since,
-                    created_at=since,
-                    updated_at=since,
-                )
-            )
-        for minutes, user in ((1, "bot-1"), (2, "bot-2"), (3, "bot-3")):
-            connection.execute(
-                sa.insert(conversations).values(
-                    channel="whatsapp",
-                    account_id="1",
-                    user_id=user,
-                    user_name=user,
-                    mode="bot",
-                    state={},
-                    created_at=now,
-                    updated_at=now - timedelta(minutes=minutes),
+                    last_inbound_at=last_inbound_at,
+                    created_at=updated_at,
+                    updated_at=updated_at,
                 )
             )
     client = console.login("viewer")

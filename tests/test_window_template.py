@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from chatops.channels.graph import GraphClient
 from chatops.config.bot import load_bot
-from chatops.config.settings import load_settings
+from chatops.config.settings import Settings, load_settings
 from chatops.db.tables import outbound_messages
 from chatops.engine.reload import reload_bot
 from chatops.engine.runtime import Background, build_runtime, whatsapp_template
@@ -25,6 +25,19 @@ from tests.bots import write_bot
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.harness import Clock
 from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, Webhook, whatsapp_text
+
+
+def bot_settings(stages: Path, database_url: str, fake: FakeGraphAPI) -> Settings:
+    return load_settings(
+        database_url=database_url,
+        stages=stages,
+        templates_dir=stages.parent / "templates",
+        whatsapp_app_secret=APP_SECRET,
+        whatsapp_verify_token=VERIFY_TOKEN,
+        whatsapp_access_token=ACCESS_TOKEN,
+        graph_api_url=fake.graph_api_url,
+        ai="offline",
+    )
 
 
 @pytest.fixture
@@ -40,14 +53,7 @@ def answer_then_send_a_day_later(
     stages = write_bot(folder)
     quoted = ", ".join('"' + param.replace('"', '\\"') + '"' for param in params)
     stages.write_text(stages.read_text() + f"whatsapp_template:\n  name: follow_up\n  params: [{quoted}]\n")
-    settings = load_settings(
-        database_url=database_url,
-        whatsapp_app_secret=APP_SECRET,
-        whatsapp_verify_token=VERIFY_TOKEN,
-        whatsapp_access_token=ACCESS_TOKEN,
-        graph_api_url=fake.graph_api_url,
-        ai="offline",
-    )
+    settings = bot_settings(stages, database_url, fake)
     bot = load_bot(stages)
     clock = Clock()
     webhook = Webhook(create_app(settings, bot, db=db, clock=clock).test_client())
@@ -117,16 +123,7 @@ def test_a_bot_reload_changes_the_template_the_running_sender_sends(
     stages = write_bot(tmp_path)
     original = stages.read_text()
     stages.write_text(original + "whatsapp_template:\n  name: follow_up\n")
-    settings = load_settings(
-        database_url=database_url,
-        stages=stages,
-        templates_dir=tmp_path / "templates",
-        whatsapp_app_secret=APP_SECRET,
-        whatsapp_verify_token=VERIFY_TOKEN,
-        whatsapp_access_token=ACCESS_TOKEN,
-        graph_api_url=fake.graph_api_url,
-        ai="offline",
-    )
+    settings = bot_settings(stages, database_url, fake)
     bot = load_bot(stages)
     clock = Clock()
     webhook = Webhook(create_app(settings, bot, db=db, clock=clock).test_client())
