@@ -24,8 +24,12 @@ run: $(VENV)/.installed  ## migrate the embedded SQLite database and serve the e
 	$(BIN)/chatops migrate
 	$(BIN)/chatops serve --host $(HOST) --port $(PORT)
 
+# Test processes (pytest-xdist). The suite mostly waits on the servers and browsers it starts, so more processes
+# than cores pay off; TEST_PROCESSES=0 runs it in this one process.
+TEST_PROCESSES ?= 4
+
 test: $(VENV)/.installed-dev  ## the whole suite (PostgreSQL too when CHATOPS_TEST_DATABASE_URL is set)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 fuzz: $(VENV)/.installed-dev  ## the webhook fuzz suite's long profile (minutes; CI runs a few seconds of it)
 	CHATOPS_FUZZ=long $(BIN)/pytest tests/test_webhooks_fuzz.py --timeout=0 -q

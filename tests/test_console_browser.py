@@ -39,6 +39,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(90),
+    pytest.mark.xdist_group("chromium"),  # one browser at a time under `make test` (pytest-xdist): each wants a core
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
 ]
 

@@ -20,7 +20,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("chromium")]  # one browser at a time (pytest-xdist)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
