@@ -49,8 +49,9 @@ class ServeProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
-    def start(self, *, timeout: float = 30.0) -> ServeProcess:
-        """Spawn and wait for the banner's URL (port 0: the server picks a free port and prints it)."""
+    def start(self, *, timeout: float = 60.0) -> ServeProcess:
+        """Spawn and wait for the banner's URL (port 0: the server picks a free port and prints it). The timeout
+        is generous: on a busy machine the imports and migrations of a start took over 30 s."""
         command = [sys.executable, "-m", "chatops", "serve", "--port", "0", "--workers", str(WORKERS), *self.args]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
