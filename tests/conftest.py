@@ -16,10 +16,9 @@ import sqlalchemy as sa
 from tests.databases import BACKENDS, MigratedTemplates, empty_database
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI
-from tests.processes import OPENAI_KEY, Fakes, ServeProcess
+from tests.processes import Fakes, ServeProcess, serve_env
 from tests.providers import JsonApi
 from tests.replays import OrderAPI, Recorded, recorded_corpus
-from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 META_FIXTURES = ROOT / "tests" / "fixtures" / "meta"
@@ -138,20 +137,7 @@ def serve(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
     def start(database_url: str, **settings: str) -> ServeProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATOPS_", "OPENAI_"))}
-        env |= {
-            "CHATOPS_DATABASE_URL": database_url,
-            "CHATOPS_WHATSAPP_APP_SECRET": APP_SECRET,
-            "CHATOPS_WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-            "CHATOPS_WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
-            "CHATOPS_GRAPH_API_URL": fakes.graph.graph_api_url,
-            "CHATOPS_GRAPH_TIMEOUT": "5",
-            "OPENAI_API_KEY": OPENAI_KEY,
-            "OPENAI_BASE_URL": fakes.openai.base_url,
-            "COLUMNS": "200",  # the banner line is never wrapped
-            "PYTHONUNBUFFERED": "1",
-            **settings,
-        }
+        env = serve_env(database_url, fakes, **settings)
         server = ServeProcess(bot_dir, env, name=f"serve-{len(started)}")
         started.append(server)
         return server.start()

@@ -7,6 +7,7 @@ The process tests share these (tests/test_server_process.py, test_crash_recovery
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from chatops.channels import sign
 from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
 from tests.fakes.graph_api import FakeGraphAPI, RecordedRequest
 from tests.fakes.openai_server import FakeOpenAI
-from tests.webhook import APP_SECRET, whatsapp_text
+from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, whatsapp_text
 
 BANNER = re.compile(r"chatops serving .* on (http://\S+)")
 OPENAI_KEY = "sk-test-process"
@@ -96,6 +97,25 @@ class Fakes:
 
 
 # Meta's side: signed deliveries ------------------------------------------------------------------------------
+
+
+def serve_env(database_url: str, fakes: Fakes, **settings: str) -> dict[str, str]:
+    """The environment of a test ``chatops serve``: this process' without ``CHATOPS_*``/``OPENAI_*`` (no stray
+    settings), the test bot's WhatsApp secrets and the loopback fakes, then ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATOPS_", "OPENAI_"))}
+    return env | {
+        "CHATOPS_DATABASE_URL": database_url,
+        "CHATOPS_WHATSAPP_APP_SECRET": APP_SECRET,
+        "CHATOPS_WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+        "CHATOPS_WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
+        "CHATOPS_GRAPH_API_URL": fakes.graph.graph_api_url,
+        "CHATOPS_GRAPH_TIMEOUT": "5",
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "OPENAI_BASE_URL": fakes.openai.base_url,
+        "COLUMNS": "200",  # the banner line is never wrapped
+        "PYTHONUNBUFFERED": "1",
+        **settings,
+    }
 
 
 def post(client: httpx.Client, url: str, body: bytes, *, signed: bool = True) -> httpx.Response:

@@ -22,7 +22,6 @@ import sqlalchemy as sa
 
 from tests.metrics import sample
 from tests.processes import (
-    OPENAI_KEY,
     WORKERS,
     Fakes,
     Meta,
@@ -37,10 +36,11 @@ from tests.processes import (
     sending_rows,
     sends,
     sent_text,
+    serve_env,
     unanswered,
     wait_for,
 )
-from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
+from tests.webhook import VERIFY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -95,21 +95,8 @@ def gunicorn(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServeProcess
     started: list[ServeProcess] = []
 
     def start(database_url: str, *args: str, **settings: str) -> ServeProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATOPS_", "OPENAI_"))}
-        env |= {
-            "CHATOPS_DATABASE_URL": database_url,
-            "CHATOPS_WHATSAPP_APP_SECRET": APP_SECRET,
-            "CHATOPS_WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-            "CHATOPS_WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
-            "CHATOPS_GRAPH_API_URL": fakes.graph.graph_api_url,
-            "OPENAI_API_KEY": OPENAI_KEY,
-            "OPENAI_BASE_URL": fakes.openai.base_url,
-            "COLUMNS": "200",
-            "PYTHONUNBUFFERED": "1",
-            # serve's private directory (status file, metrics) goes in the test's own: a killed master leaves it
-            "TMPDIR": str(bot_dir),
-            **settings,
-        }
+        # serve's private directory (status file, metrics) goes in the test's own: a killed master leaves it
+        env = serve_env(database_url, fakes, TMPDIR=str(bot_dir), **settings)
         server = ServeProcess(
             bot_dir, env, name=f"gunicorn-{len(started)}", args=("--server", "gunicorn", "--processes", "2", *args)
         )

@@ -20,9 +20,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tests.processes import OPENAI_KEY, Fakes, ServeProcess, children, message, post, reads, readyz_answer, wait_for
+from tests.processes import Fakes, ServeProcess, children, message, post, reads, readyz_answer, serve_env, wait_for
 from tests.tcp_proxy import TCPProxy
-from tests.webhook import ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -46,19 +45,7 @@ def start_server(bot_dir: Path, fakes: Fakes) -> Iterator[Callable[..., ServePro
     started: list[ServeProcess] = []
 
     def start(database_url: str, args: tuple[str, ...] = ()) -> ServeProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATOPS_", "OPENAI_"))}
-        env |= {
-            "CHATOPS_DATABASE_URL": database_url,
-            "CHATOPS_WHATSAPP_APP_SECRET": APP_SECRET,
-            "CHATOPS_WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-            "CHATOPS_WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
-            "CHATOPS_GRAPH_API_URL": fakes.graph.graph_api_url,
-            "OPENAI_API_KEY": OPENAI_KEY,
-            "OPENAI_BASE_URL": fakes.openai.base_url,
-            "COLUMNS": "200",
-            "PYTHONUNBUFFERED": "1",
-            **SETTINGS,
-        }
+        env = serve_env(database_url, fakes, **SETTINGS)
         server = ServeProcess(bot_dir, env, name=f"serve-{len(started)}", args=args)
         started.append(server)
         server.start()
