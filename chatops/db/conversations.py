@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from chatops.db.tables import conversations, inbound_messages, outbound_messages, turns
+from chatops.db.tables import HANDED_OFF, conversations, inbound_messages, outbound_messages, turns
 from chatops.errors import ChatopsError
 
 DETAIL_LIMIT = 200  # messages and turns shown in a conversation's detail: the newest ones
@@ -92,16 +92,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         ) from None
 
 
-# Literal, not bound values: the planners (SQLite's above all) use the partial index ix_conversations_handed_off
-# only when the query's condition visibly implies the index's.
-HANDED_OFF = sa.text("conversations.mode IN ('human', 'paused')")
-
-
 def waiting_clause() -> sa.ColumnElement[bool]:
     """A person has the conversation and the user wrote after the last operator message."""
     c = conversations.c
     return sa.and_(
-        HANDED_OFF,
+        sa.text(HANDED_OFF),  # literal, as the partial index's condition (tables.HANDED_OFF)
         c.last_inbound_at.is_not(None),
         sa.or_(c.last_operator_at.is_(None), c.last_inbound_at > c.last_operator_at),
     )
@@ -109,6 +104,8 @@ def waiting_clause() -> sa.ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class WaitingList:
+    """Conversations waiting for a person: the longest waits, and how many wait in all."""
+
     items: list[dict[str, Any]]  # longest wait first
     total: int  # how many wait in all (``items`` holds at most the limit)
 

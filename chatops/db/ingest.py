@@ -325,6 +325,9 @@ def _update_statuses(
     """Apply the reports in one statement; the delivery index of each report that changed a row."""
     if not updates:
         return []
+    # In key order, as the messages' statement takes its conversations: two processes whose batches name the same
+    # messages in other orders would otherwise lock them crosswise and wait for the deadlock detector (1 s).
+    updates = sorted(updates, key=lambda item: (item[1].channel, item[1].provider_message_id or ""))
     columns: dict[str, list[Any]] = {name: [] for name, _ in _PG_STATUS_PARAMETERS}
     for ord_, (index, update) in enumerate(updates):
         target = status_target(update)

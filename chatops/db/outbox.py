@@ -175,9 +175,10 @@ def _unsent_heads() -> sa.CTE:
     """Each conversation's oldest unsent row (``conversation_id``, ``head_id`` = ``position``), for the claim.
 
     Read through the partial index ix_outbound_messages_unsent (``next_attempt_at IS NOT NULL``: rows leave it when
-    sent or failed), so a claim reads the unsent rows and never the table, whatever the statistics say. The CTE is
-    MATERIALIZED and the claim orders by ``position`` (a copy of ``head_id`` that no join equates with ``id``), so the
-    planner can neither walk the primary key in id order nor nest an "earlier unsent row" test inside the scan.
+    sent or failed), so a claim reads the unsent rows and never the table, whatever the statistics say. On SQLite the
+    CTE is MATERIALIZED and the claim orders by ``position`` (a copy of ``head_id`` that no join equates with ``id``),
+    so the planner can neither walk the primary key in id order nor nest an "earlier unsent row" test inside the
+    scan; PostgreSQL reads the heads alone first, then their rows by key (see the claim above).
     The status test keeps the claim right even for a row whose ``next_attempt_at`` was left set.
     """
     o = outbound_messages.c

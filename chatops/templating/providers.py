@@ -376,8 +376,13 @@ def default_cache_key(context: ProviderContext) -> Hashable:
     told) never gets the answer cached for another value. A provider whose result does not depend on the state
     caches better with a ``cache_key`` of its own.
     """
-    state = json.dumps(context.state, sort_keys=True, ensure_ascii=False, default=str)
+    state = json.dumps(context.state, sort_keys=True, ensure_ascii=False, default=_json_plain)
     return (context.user.channel, context.user.id, state)
+
+
+def _json_plain(value: Any) -> Any:
+    """``json.dumps``' fallback: a read-only mapping (the state is one) as a dict, so its keys are sorted too."""
+    return dict(value) if isinstance(value, Mapping) else str(value)
 
 
 def _describe(exc: BaseException) -> str:

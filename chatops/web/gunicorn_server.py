@@ -88,7 +88,9 @@ class BackgroundSupervisor:
         self.job = job
         self.status_path = status_path
         self.on_exit = on_exit
-        self.reaped: set[int] = set()
+        self.reaped: set[int] = set()  # id() of each Popen whose end was reported (a pid may come back)
+        self.killed: set[int] = set()  # id() of each stopping process killed for outstaying STOP_SECONDS
+        self._maintaining = False
         self.process: subprocess.Popen[bytes] | None = None  # None after a reload, until its successor starts
         self.stopping: list[tuple[subprocess.Popen[bytes], float]] = []  # told to stop by a reload, since (monotonic)
         self.handover_since: float | None = None  # a reload under way: until the new process reports
@@ -126,23 +128,36 @@ class BackgroundSupervisor:
         self.stopping = [(old, since) for old, since in self.stopping if old.returncode is None]
 
     def _ended(self, process: subprocess.Popen[bytes]) -> None:
-        if process.pid not in self.reaped:
-            self.reaped.add(process.pid)
+        if id(process) not in self.reaped:
+            self.reaped.add(id(process))
             if self.on_exit is not None:
                 self.on_exit(process.pid)
 
     def maintain(self) -> None:
         """Start the process once its predecessor has exited (after a reload), or again when it died (after its
-        delay); kill a stopping one that outstays :data:`STOP_SECONDS`; keep ``/readyz`` informed."""
+        delay); kill a stopping one that outstays :data:`STOP_SECONDS`; keep ``/readyz`` informed.
+
+        Not re-entered: older Gunicorn releases reap from their SIGCHLD handler, which may interrupt a ``maintain()`` of
+        the master's loop between its check and its start of a process; both would start one.
+        """
+        if self._maintaining:
+            return
+        self._maintaining = True
+        try:
+            self._maintain()
+        finally:
+            self._maintaining = False
+
+    def _maintain(self) -> None:
         self.poll()
         now = time.monotonic()
-        for index, (old, since) in enumerate(self.stopping):
-            if now - since > STOP_SECONDS:
+        for old, since in self.stopping:
+            if now - since > STOP_SECONDS and id(old) not in self.killed:
                 log.warning(
                     "the previous background process %s did not stop within %.0fs: killed", old.pid, STOP_SECONDS
                 )
                 old.kill()  # its successor takes back the leases it held, as after a crash
-                self.stopping[index] = (old, float("inf"))  # killed once, warned once
+                self.killed.add(id(old))  # killed once, warned once
         if self.stopped:
             return
         if self.process is None:
