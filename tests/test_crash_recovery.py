@@ -99,7 +99,9 @@ def test_sigkill_during_slow_ai_calls_is_answered_within_the_lease_after_a_resta
 def test_sigkill_during_slow_sends_is_sent_within_the_lease_after_a_restart(
     database_url: str, db: sa.Engine, fakes: Fakes, serve: Callable[..., ServeProcess]
 ) -> None:
-    first = serve(database_url, **RESTART_SETTINGS)
+    # A Graph timeout far above the fake's 5 s latency: with the test servers' 5 s, a send that outlived it under
+    # load was retried before the kill and counted as a duplicate the kill did not cause.
+    first = serve(database_url, **RESTART_SETTINGS, CHATOPS_GRAPH_TIMEOUT="30")
     users = [f"155508{i:05d}" for i in range(8)]
     with httpx.Client(timeout=10) as client:
         meta = Meta(client)
