@@ -20,7 +20,7 @@ from chatops.engine.memory import visible_values
 from chatops.errors import ProviderError
 from chatops.templating.builtin import message_variables
 from chatops.templating.providers import ConversationInfo, ProviderContext, ProviderRunner, UserInfo
-from chatops.templating.sandbox import Namespace, expression_names
+from chatops.templating.sandbox import Namespace, assignment_reads
 from chatops.templating.store import TemplateStore
 from chatops.text import clean_value
 
@@ -73,9 +73,7 @@ class VariableSource:
             if name is not None:
                 used |= self.templates.variables_used(name)
         if templates is None:  # the stage answers: its set: runs after the providers and may read them
-            for source in stage.assign.values():
-                if isinstance(source, str):
-                    used |= expression_names(source)
+            used |= assignment_reads(stage.assign)
         return self.provider_names & used
 
     def context(

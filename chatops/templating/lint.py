@@ -27,7 +27,7 @@ from chatops.templating.flow import Moment, StateFlow
 from chatops.templating.graph import condition_label
 from chatops.templating.growth import HINT as GROWTH_HINT
 from chatops.templating.growth import unbounded_growth
-from chatops.templating.sandbox import ChatopsSandbox, expression_names
+from chatops.templating.sandbox import ChatopsSandbox, assignment_reads
 from chatops.templating.variable_uses import TemplateAnalysis, VariableUse, analyse_template
 
 Severity = Literal["error", "warning", "note"]
@@ -253,10 +253,8 @@ class _Linter:
             for provider in stage.providers or ():  # a stage's providers list runs them whatever its reply reads
                 self.provider_runs.setdefault(provider, set()).add((name, "answer"))
             if stage.providers is None:  # else the engine runs the ones its set: reads too (engine.variables)
-                for source in stage.assign.values():
-                    read = expression_names(source) if isinstance(source, str) else frozenset()
-                    for provider in read & self.provider_names:
-                        self.provider_runs.setdefault(provider, set()).add((name, "answer"))
+                for provider in assignment_reads(stage.assign) & self.provider_names:
+                    self.provider_runs.setdefault(provider, set()).add((name, "answer"))
             for template in (stage.reply, stage.prompt):
                 if template is not None:
                     self.template(template, bot.template_variables(name), stage=name, chain=())

@@ -566,6 +566,12 @@ def expression_names(source: str) -> frozenset[str]:
     return frozenset(meta.find_undeclared_variables(tree))
 
 
+def assignment_reads(assignments: Mapping[str, Any]) -> frozenset[str]:
+    """The names a ``set:`` block's expressions read (a non-string value, a literal, reads none). The engine runs
+    the providers among them before the stage's ``set:``, and lint counts the stage as running them."""
+    return frozenset().union(*(expression_names(value) for value in assignments.values() if isinstance(value, str)))
+
+
 def template_or_expression(source: str, *, label: str) -> InlineTemplate | Expression:
     """``source`` with ``{{ }}`` or ``{% %}`` is a template (its value is text); otherwise an expression (its value
     keeps its type). Both have ``value(variables)``; raises TemplateError on a syntax error."""
