@@ -30,6 +30,7 @@ from bench.harness import Context, standalone
 from bench.load import LoadResult
 from bench.results import Row, Skip, Target, skipped
 from bench.stats import interleave, median
+from chatops.cli.serve import DEFAULT_THREADS
 
 NAME = "webhooks"
 TITLE = "webhook acknowledgement: throughput, latency, CPU per request"
@@ -43,7 +44,7 @@ TARGET_RATIO_16 = 0.5  # b/a req/s at 16 connections
 TARGET_P99_MS = 50.0  # for b at 16 connections, like the ratio
 TARGET_P99_RATIO_64 = 2.0  # b/a p99 at 64 connections (issue 14)
 TARGET_CPU_RATIO = 4.0  # b's CPU per request (chatops + PostgreSQL) / a's (issue 14)
-SERVER_THREADS = 8  # chatops serve's default; the bare app gets the same
+SERVER_THREADS = DEFAULT_THREADS  # chatops serve's default; the bare app gets the same
 SENDERS = 5  # a handful of conversations, like a busy small business
 _run_ids = itertools.count(1)
 

@@ -64,7 +64,8 @@ def scrape(server: ServeProcess) -> str:
     return response.text
 
 
-# Pool sizes: each web process keeps --threads (8) + 4 connections, the background process --workers (4) + 4.
+# Pool sizes: each web process keeps min(--threads, 8) + 4 connections (32 threads by default: the cap holds), the
+# background process --workers (4) + 4.
 SERVER_POOL = 2 * (8 + 4) + (4 + 4)
 
 

@@ -13,6 +13,15 @@ from chatops.cli.choices import choice_metavar, choice_parser
 
 SERVERS = ("waitress", "gunicorn")
 
+# Request threads per web process. Fewer threads than the connections a proxy or Meta keeps open made waitress
+# collapse (measured, 8 threads at 64 connections: 350-530 webhooks/s and 2-3.4 ms of CPU each, against 1,700
+# and 0.7 ms with 32 threads; docs/scaling.md "Request threads"). A waiting webhook holds no database connection
+# (one group-commit leader writes for all of them), so more threads cost no connections: see request_connections.
+DEFAULT_THREADS = 32
+# Request threads that may hold a database connection at the same time: the admin API, console and health routes
+# hold one for their request; webhooks only through their one group-commit leader.
+REQUEST_CONNECTIONS = 8
+
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
@@ -24,7 +33,12 @@ def serve_command(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port (0 picks a free one).", min=0, max=65535)] = 8000,
-    threads: Annotated[int, typer.Option("--threads", help="Request threads (per process with gunicorn).", min=1)] = 8,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads", help="Request threads (per process with gunicorn): at least the concurrent connections.", min=1
+        ),
+    ] = DEFAULT_THREADS,
     server: Annotated[
         str,
         typer.Option(
@@ -67,7 +81,7 @@ def serve_command(
             insecure_skip_signature=insecure_skip_signature,
         )
         return
-    bot, db = _prepare(settings, pool_size=threads + workers + 4, migrate=migrate)
+    bot, db = _prepare(settings, pool_size=request_connections(threads) + workers + 4, migrate=migrate)
     app = create_app(settings, bot, db=db, insecure_skip_signature=insecure_skip_signature)
     background = None if no_workers else _background(settings, bot, db, workers=workers, app=app)
 
@@ -144,7 +158,7 @@ def _serve_gunicorn(
         app = create_app(
             settings,
             fresh_bot,
-            db=create_db_engine(settings.database_url, pool_size=threads + 4),
+            db=create_db_engine(settings.database_url, pool_size=request_connections(threads) + 4),
             insecure_skip_signature=insecure_skip_signature,
         )
         if background is not None:
@@ -250,6 +264,12 @@ def worker_command(
     if listener is not None:
         listener.close()
     db.dispose()
+
+
+def request_connections(threads: int) -> int:
+    """The database connections a web process keeps for ``threads`` request threads (its pool adds the workers'
+    and 4 more, and may open as many again in a burst)."""
+    return min(threads, REQUEST_CONNECTIONS)
 
 
 def _url_host(host: str) -> str:
