@@ -34,6 +34,24 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15: utime, stime
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants now (a server that runs its web processes as children: Gunicorn, granian)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                text = stat.read()
+        except OSError:
+            continue  # ended meanwhile
+        parents[int(entry.name)] = int(text[text.rindex(b")") + 2 :].split()[1])  # field 4: the parent's pid
+    tree = [pid]
+    for member in tree:  # grows while walked: children, then theirs
+        tree.extend(child for child, parent in parents.items() if parent == member)
+    return tree
+
+
 def cpu_snapshot(pids: Iterable[int]) -> dict[int, float]:
     """CPU seconds per pid, leaving out pids that are gone."""
     seconds = {}

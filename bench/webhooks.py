@@ -2,18 +2,23 @@
 
 a. the ceiling: a bare WSGI app on waitress that reads the body and answers 200 (bench/bare_app.py);
 b. ``chatops serve --no-workers`` on PostgreSQL: signature, parse, durable write, 200;
-c. the same on SQLite.
+c. the same on SQLite;
+d. ``chatops serve --server granian --processes 1 --no-workers`` on PostgreSQL (when serve offers granian);
+e. the bare app of a on granian: granian's own floor, for reading d (no target).
 
 Every request is a signed WhatsApp webhook with a distinct id (bench.payloads), pre-generated before the run:
 text messages at 16 and 64 connections, and at 16 connections a mix of status webhooks (sent, delivered, read,
-each on its own outbound message seeded before the run). The three servers run side by side and are loaded in
-turn, round after round in alternating order; the figures are medians.
+each on its own outbound message seeded before the run). The servers run side by side and are loaded in turn,
+round after round in alternating order; the figures are medians. Every server gets serve's default request
+threads.
 
-CPU per acknowledged request (bench.cpu): the server process's CPU time over the run, plus for b the CPU time of
-the PostgreSQL backends of its pool, divided by the 2xx answers. Unlike requests per second it hardly depends on
-what else the machine is doing, so it carries the target: b's total ≤ 4× a's.
+CPU per acknowledged request (bench.cpu): the CPU time of the server's processes over the run (granian's master
+and its web process), plus for b and d the CPU time of the PostgreSQL backends of its pool, divided by the 2xx
+answers. Unlike requests per second it hardly depends on what else the machine is doing, so it carries the target
+(issue 14): b's and d's totals ≤ 4× a's. The baseline stays the bare app on waitress, as the issue set it; e
+shows how much of d's advantage is the server's own.
 
-After each run on b or c what it stored is counted: for messages the rows added to ``inbound_messages``, for
+After each run on b, c or d what it stored is counted: for messages the rows added to ``inbound_messages``, for
 statuses the outbound rows moved to delivered/read. Fewer than acknowledged (an acknowledged webhook lost), a
 body sent twice, or any non-2xx answer makes the figure invalid.
 """
@@ -46,6 +51,14 @@ TARGET_P99_RATIO_64 = 2.0  # b/a p99 at 64 connections (issue 14)
 TARGET_CPU_RATIO = 4.0  # b's CPU per request (chatops + PostgreSQL) / a's (issue 14)
 SERVER_THREADS = DEFAULT_THREADS  # chatops serve's default; the bare app gets the same
 SENDERS = 5  # a handful of conversations, like a busy small business
+LABELS = {
+    "a": "a. bare waitress app",
+    "b": "b. serve --no-workers, PostgreSQL",
+    "c": "c. serve --no-workers, SQLite",
+    "d": "d. serve --server granian --no-workers, PostgreSQL",
+    "e": "e. bare app on granian",
+}
+CANDIDATES = ("b", "c", "d")  # chatops servers; b and d are on PostgreSQL and carry the targets
 _run_ids = itertools.count(1)
 
 
@@ -115,10 +128,31 @@ def run(ctx: Context) -> list[Row]:
                 env=ctx.env(),
             )
         )
-        targets = [Target_("a", "a. bare waitress app", bare.port, bare.pid)]
+        targets = [Target_("a", LABELS["a"], bare.port, bare.pid)]
         servers = {"a": bare}
         skips: dict[str, str] = {}
-        for key, backend, label in (("b", "postgresql", "PostgreSQL"), ("c", "sqlite", "SQLite")):
+        granian = "granian" in ctx.help_text("serve")
+        if granian:
+            bare_granian_port = free_port()
+            servers["e"] = stack.enter_context(
+                ServerProcess(
+                    [*_granian_command(ctx), "--port", str(bare_granian_port), f"{bare_module}:app"],
+                    port=bare_granian_port,
+                    log=ctx.work_dir / "logs" / "bare_app_granian.log",
+                    cwd=ctx.root,
+                    env=ctx.env(),
+                )
+            )
+            targets.append(Target_("e", LABELS["e"], bare_granian_port, servers["e"].pid))
+        else:
+            skips["d"] = skips["e"] = "`chatops serve --server granian` does not exist yet"
+        for key, backend, options in (
+            ("b", "postgresql", []),
+            ("c", "sqlite", []),
+            ("d", "postgresql", ["--server", "granian", "--processes", "1"]),
+        ):
+            if key in skips:
+                continue
             if not candidates_ready:
                 skips[key] = skip_reason
                 continue
@@ -130,17 +164,17 @@ def run(ctx: Context) -> list[Row]:
             server = stack.enter_context(
                 chatops_server(
                     ctx,
-                    options=["--no-workers", "--threads", str(SERVER_THREADS)],
+                    options=[*options, "--no-workers", "--threads", str(SERVER_THREADS)],
                     database_url=url,
                     stages=stages,
                     graph_api_url=graph.graph_api_url,
-                    log_name=f"serve_no_workers_{backend}",
+                    log_name=f"serve_no_workers_{key}_{backend}",
                     extra_env={"CHATOPS_AI": "offline"},
                 )
             )
             counter = RowCounter(url)
             stack.callback(counter.close)
-            target = Target_(key, f"{key}. serve --no-workers, {label}", server.port, server.pid, url, counter)
+            target = Target_(key, LABELS[key], server.port, server.pid, url, counter)
             if backend == "postgresql":
                 target.backends = PostgresBackends(ctx.database_server, str(make_url(url).database))
                 stack.callback(target.backends.close)
@@ -163,6 +197,13 @@ def run(ctx: Context) -> list[Row]:
     return _rows(ctx, targets, skips, duration=duration, rounds=rounds)
 
 
+def _granian_command(ctx: Context) -> list[str]:
+    """granian serving a WSGI app (the bare app: e) with serve's request threads, in one web process."""
+    threads = str(SERVER_THREADS)
+    wsgi = ["--interface", "wsgi", "--workers", "1", "--blocking-threads", threads, "--log-level", "warning"]
+    return [ctx.python, "-m", "granian", *wsgi]
+
+
 def _runner(
     ctx: Context, target: Target_, workload: Workload, *, connections: int, duration: float
 ) -> Callable[[], LoadResult]:
@@ -178,7 +219,7 @@ def _measure(
     ctx: Context, target: Target_, workload: Workload, *, connections: int, duration: float, record: bool = False
 ) -> LoadResult:
     """One load run on ``target``: its CPU time, and for a storing server what it stored, checked."""
-    from bench.cpu import cpu_between, process_cpu_seconds
+    from bench.cpu import cpu_between, cpu_snapshot, process_tree
     from bench.databases import seed_sent_messages
     from bench.payloads import (
         PHONE_NUMBER_ID,
@@ -207,7 +248,8 @@ def _measure(
             )
     before = target.counter.settle("inbound_messages") if target.counter is not None else 0
 
-    process_before = process_cpu_seconds(target.pid)
+    processes = process_tree(target.pid)  # granian: its master and web process
+    process_before = cpu_snapshot(processes)
     database_before = target.backends.snapshot() if target.backends is not None else None
     result = ctx.load.run(
         port=target.port,
@@ -217,7 +259,7 @@ def _measure(
         duration=duration,
         work_dir=ctx.work_dir / "load",
     )
-    process_after = process_cpu_seconds(target.pid)
+    process_after = cpu_snapshot(processes)
     database_after = target.backends.snapshot() if target.backends is not None else None
 
     key = (workload, connections)
@@ -246,20 +288,21 @@ def _measure(
                 problems.append(f"{result.ok} status webhooks acknowledged but {changed} rows changed")
     if record:
         target.results.setdefault(key, []).append(result)
-        if process_before is not None and process_after is not None:
+        if process_after:
             database = (
                 cpu_between(database_before, database_after)
                 if database_before is not None and database_after is not None
                 else None
             )
-            target.cpu.setdefault(key, []).append(CpuUse(process_after - process_before, database, result.ok))
+            process = cpu_between(process_before, process_after)
+            target.cpu.setdefault(key, []).append(CpuUse(process, database, result.ok))
     return result
 
 
 def _rows(ctx: Context, targets: list[Target_], skips: dict[str, str], *, duration: float, rounds: int) -> list[Row]:
     rows: list[Row] = []
     bare = targets[0]
-    labels = {"b": "b. serve --no-workers, PostgreSQL", "c": "c. serve --no-workers, SQLite"}
+    by_key = {t.key: t for t in targets}
     note = f"{ctx.load.name}, {rounds}×{duration:g} s"
     for workload, connections in RUNS:
         key = (workload, connections)
@@ -267,26 +310,29 @@ def _rows(ctx: Context, targets: list[Target_], skips: dict[str, str], *, durati
         base_rps = median([r.rps for r in base])
         base_p99 = median([r.p99_ms for r in base if r.p99_ms is not None])
         if workload == "statuses":
-            rows.extend(_cpu_rows(targets, skips, labels, workload, connections, note))
+            rows.extend(_cpu_rows(by_key, skips, workload, connections))
             continue
-        rows.append(
-            Row(
-                benchmark=NAME,
-                figure=f"{bare.label}, {connections} conn: req/s",
-                value=base_rps,
-                unit="req/s",
-                note=f"{note}; p50 {_ms(base, 50)} / p99 {_ms(base, 99)}",
-            )
-        )
+        for floor in (bare, by_key.get("e")):
+            if floor is not None:
+                results = floor.results.get(key, [])
+                rows.append(
+                    Row(
+                        benchmark=NAME,
+                        figure=f"{floor.label}, {connections} conn: req/s",
+                        value=median([r.rps for r in results]),
+                        unit="req/s",
+                        note=f"{note}; p50 {_ms(results, 50)} / p99 {_ms(results, 99)}",
+                    )
+                )
         at_16 = connections == CONNECTIONS[0]
-        for key_ in ("b", "c"):
+        for key_ in CANDIDATES:
             if key_ in skips:
-                rows.append(skipped(NAME, f"{labels[key_]}, {connections} conn", skips[key_]))
+                rows.append(skipped(NAME, f"{LABELS[key_]}, {connections} conn", skips[key_]))
                 continue
-            target = next(t for t in targets if t.key == key_)
+            target = by_key[key_]
             results = target.results.get(key, [])
             invalid = "; ".join(sorted(set(target.problems.get(key, [])))) or None
-            pg = key_ == "b"
+            pg = target.backends is not None
             rows.append(
                 Row(
                     benchmark=NAME,
@@ -317,41 +363,37 @@ def _rows(ctx: Context, targets: list[Target_], skips: dict[str, str], *, durati
                 )
             )
         if at_16:
-            rows.extend(_cpu_rows(targets, skips, labels, workload, connections, note))
+            rows.extend(_cpu_rows(by_key, skips, workload, connections))
     return rows
 
 
-def _cpu_rows(
-    targets: list[Target_],
-    skips: dict[str, str],
-    labels: dict[str, str],
-    workload: Workload,
-    connections: int,
-    note: str,
-) -> list[Row]:
-    """CPU per acknowledged request: a; b's process, backends and total (the target); c's process."""
+def _cpu_rows(by_key: dict[str, Target_], skips: dict[str, str], workload: Workload, connections: int) -> list[Row]:
+    """CPU per acknowledged request: a (and e); b's and d's processes, backends and total (the target); c's."""
     what = "text message" if workload == "messages" else "status mix"
     key = (workload, connections)
-    bare = targets[0]
+    bare = by_key["a"]
     base = _cpu(bare, key, "process")
-    base_results = bare.results.get(key, [])
     rows = [
         Row(
             benchmark=NAME,
-            figure=f"{bare.label}, {what}, {connections} conn: CPU per request",
-            value=base,
+            figure=f"{floor.label}, {what}, {connections} conn: CPU per request",
+            value=_cpu(floor, key, "process"),
             unit="µs",
-            note=f"/proc utime+stime ÷ 2xx; {_rate(base_results)}",
+            baseline=None if floor is bare else base,
+            baseline_label="" if floor is bare else "a",
+            note=f"/proc utime+stime ÷ 2xx; {_rate(floor.results.get(key, []))}",
         )
+        for floor in (bare, by_key.get("e"))
+        if floor is not None
     ]
-    for key_ in ("b", "c"):
+    for key_ in CANDIDATES:
         if key_ in skips:
-            rows.append(skipped(NAME, f"{labels[key_]}, {what}, {connections} conn: CPU per request", skips[key_]))
+            rows.append(skipped(NAME, f"{LABELS[key_]}, {what}, {connections} conn: CPU per request", skips[key_]))
             continue
-        target = next(t for t in targets if t.key == key_)
+        target = by_key[key_]
         invalid = "; ".join(sorted(set(target.problems.get(key, [])))) or None
         results = target.results.get(key, [])
-        if key_ == "c":
+        if target.backends is None:
             rows.append(
                 Row(
                     benchmark=NAME,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 
 from bench import harness, report
 from bench.bots import write_echo_bot, write_lint_bot
-from bench.cpu import PostgresBackends, cpu_between, process_cpu_seconds
+from bench.cpu import PostgresBackends, cpu_between, cpu_snapshot, process_cpu_seconds, process_tree
 from bench.databases import RowCounter, seed_sent_messages
 from bench.load import PythonLoad, SteadyLoad, WrkLoad
 from bench.payloads import APP_SECRET, PHONE_NUMBER_ID, outbound_id, sender_id, signed_bodies, signed_status_bodies
@@ -155,6 +156,24 @@ def test_process_cpu_seconds_counts_every_thread_of_a_process() -> None:
     assert process_cpu_seconds(2**22 + 12345) is None
     # A pid that appeared in between counts from zero; one that ended is not counted.
     assert cpu_between({1: 1.0, 2: 5.0}, {1: 1.5, 3: 0.25}) == pytest.approx(0.75)
+
+
+def test_process_tree_counts_the_children_of_a_server() -> None:
+    # A shell whose child burns CPU: a server whose web process is its child (granian, Gunicorn).
+    burn = "import time; end = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    parent = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{burn}'; true"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(tree := process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree[0] == parent.pid
+        assert len(tree) == 2
+        time.sleep(1.0)
+        assert sum(cpu_snapshot(tree).values()) >= 0.25  # the child's CPU, not only the idle shell's
+    finally:
+        for pid in reversed(process_tree(parent.pid)):
+            os.kill(pid, 9)
+        parent.wait()
 
 
 @pytest.mark.postgres
