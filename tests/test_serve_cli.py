@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -94,3 +95,32 @@ def test_serve_on_an_address_this_machine_does_not_have() -> None:
         "Error: cannot listen on 203.0.113.5:8000: no network interface of this machine has the address 203.0.113.5",
         "Hint: use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --host",
     ]
+
+
+def test_a_host_name_with_two_addresses_listens_on_both_and_reports_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `localhost` resolves to 127.0.0.1 and ::1 on many machines: waitress then listens on each address.
+    from chatops.web.server import listen_in_thread
+
+    resolve = socket.getaddrinfo
+
+    def two_addresses(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host != "twice.test":
+            return resolve(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port)))
+            for address in ("127.0.0.1", "127.0.0.2")  # both loopback on Linux
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+
+    def hello(_environ: object, start_response: Callable[..., object]) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    listener = listen_in_thread(hello, host="twice.test", port=0)
+    try:
+        assert type(listener.server).__name__ == "MultiSocketServer"
+        assert listener.host == "127.0.0.1"
+        assert httpx.get(f"http://127.0.0.1:{listener.port}/", timeout=5).text == "hello"
+    finally:
+        listener.close()

@@ -130,7 +130,16 @@ def listen_in_thread(app: Any, *, host: str, port: int, threads: int = 2) -> Thr
     server = _bind(app, host=host, port=port, threads=threads, flags=("--metrics-host", "--metrics-port"))
     thread = threading.Thread(target=server.run, name="chatops-metrics-listener", daemon=True)
     thread.start()
-    return ThreadedServer(str(server.effective_host), int(server.effective_port), server)  # type: ignore[union-attr]
+    return ThreadedServer(*_address(server), server)
+
+
+def _address(server: MultiSocketServer | BaseWSGIServer) -> tuple[str, int]:
+    """Where ``server`` listens: the first address of a host name that resolves to several (``localhost`` to
+    127.0.0.1 and ::1: waitress then listens on each, through a MultiSocketServer)."""
+    if isinstance(server, MultiSocketServer):
+        host, port = server.effective_listen[0][:2]
+        return str(host), int(port)
+    return str(server.effective_host), int(server.effective_port)  # type: ignore[attr-defined]  # set by bind
 
 
 def run_server(
@@ -150,7 +159,7 @@ def run_server(
     # one line per request, which floods the log without saying anything /metrics and latency do not.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = _bind(app, host=host, port=port, threads=threads, max_request_body_size=_body_limit(app))
-    bound_host, bound_port = server.effective_host, server.effective_port  # type: ignore[union-attr]
+    bound_host, bound_port = _address(server)
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -162,7 +171,7 @@ def run_server(
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if on_ready is not None:
-            on_ready(str(bound_host), int(bound_port))
+            on_ready(bound_host, bound_port)
         server.run()
     except _Stop:
         pass
