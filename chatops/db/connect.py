@@ -13,6 +13,7 @@ caller sees one StorageError (the webhook write retries once by itself, see :mod
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,9 @@ from chatops.errors import ConfigError, StorageError, UnstorableError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_SECONDS = 10.0
+# A long-lived connection whose server vanished without closing it (a host gone, a network partition) is found dead
+# by TCP keepalive: probes after 10 s of silence, 3 more 5 s apart (keep_alive).
+KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 
 
 def parse_database_url(url: str) -> URL:
@@ -213,3 +217,22 @@ def storage_errors(engine: Engine) -> Iterator[None]:
         # The driver's error stays attached to a refused value (a log with exc_info shows where it came from);
         # a connection error is one line on its own.
         raise error from (exc if isinstance(error, UnstorableError) else None)
+
+
+def keep_alive(fd: int) -> None:
+    """Turn TCP keepalive (:data:`KEEPALIVE`) on for a connection's socket, where the platform has the options.
+
+    For the connections a process keeps outside the pool for its whole life (the wake-up listener, the instance
+    lock): nothing else would find out that their server is gone.
+    """
+    try:
+        sock = socket.socket(fileno=socket.dup(fd))
+    except OSError:
+        return  # a Unix-domain socket is fine as it is
+    with sock:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE:
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)

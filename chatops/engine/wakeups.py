@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import select
-import socket
 import threading
 from typing import Any
 
 import sqlalchemy as sa
 
-from chatops.db.connect import storage_error
+from chatops.db.connect import keep_alive, storage_error
 from chatops.db.wakeups import CHANNEL_PREFIX, TOPICS, Wakeups
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.errors import StorageError
@@ -28,9 +27,6 @@ from chatops.errors import StorageError
 log = logging.getLogger(__name__)
 
 WAIT_SLICE = 1.0  # seconds between heartbeats (and stop checks) while no notification arrives
-# A connection whose server vanished without closing it (a host gone, a network partition) is found dead by TCP
-# keepalive: probes after 10 s of silence, 3 more 5 s apart.
-_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 
 
 class Listener:
@@ -69,7 +65,7 @@ class Listener:
         connection: Any = raw.dbapi_connection
         try:
             connection.autocommit = True
-            _keepalive(connection.fileno())
+            keep_alive(connection.fileno())
             with connection.cursor() as cursor:
                 cursor.execute("; ".join(f"LISTEN {CHANNEL_PREFIX}{topic}" for topic in TOPICS))
             self.wakeups.listening = True
@@ -108,18 +104,3 @@ def _is_connection_error(exc: BaseException) -> bool:
     import psycopg2
 
     return isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError | OSError)
-
-
-def _keepalive(fd: int) -> None:
-    """Turn TCP keepalive on for the connection's socket (where the platform has the options)."""
-    try:
-        sock = socket.socket(fileno=socket.dup(fd))
-    except OSError:
-        return  # a Unix-domain socket is fine as it is
-    with sock:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in _KEEPALIVE:
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
