@@ -4,6 +4,7 @@
 
     ChatopsError                      anything chatops reports to a user (message + optional hint)
     ├── ConfigError                   a setting is missing or malformed
+    │   └── InstanceInUseError        another running process holds this process' CHATOPS_INSTANCE
     ├── BotDefinitionError            stages.yaml is invalid (carries file:line:col)
     ├── TemplateError                 a template fails to parse or render
     ├── ChannelError                  a webhook or Graph API problem
@@ -37,6 +38,10 @@ class ChatopsError(Exception):
 
 class ConfigError(ChatopsError):
     """A setting is missing or malformed."""
+
+
+class InstanceInUseError(ConfigError):
+    """Another running process holds this process' instance name (``CHATOPS_INSTANCE``); it must not start."""
 
 
 class BotDefinitionError(ChatopsError):

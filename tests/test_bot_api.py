@@ -118,7 +118,8 @@ def test_reload_in_two_server_processes_good_then_bad(
     db: sa.Engine,
 ) -> None:
     key = create_key(db, name="reloader", role="admin", now=datetime.now(UTC)).secret
-    first, second = serve(database_url), serve(database_url)
+    # Two serve processes on one host: each its own instance name (a second one under a name in use refuses to start).
+    first, second = serve(database_url, CHATOPS_INSTANCE="web-1"), serve(database_url, CHATOPS_INSTANCE="web-2")
     with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
 
         def version(server: ServeProcess) -> str:

@@ -124,7 +124,9 @@ def test_two_server_processes_share_the_limits_through_redis(
 
     key = create_key(db, name=f"shared-{secrets.token_hex(3)}", role="viewer", now=datetime.now(UTC)).secret
     settings = {"CHATOPS_RATE_LIMIT_STORAGE": REDIS, "CHATOPS_API_RATE_LIMIT": "4/minute"}
-    first, second = serve(database_url, **settings), serve(database_url, **settings)
+    # Two serve processes on one host: each its own instance name (a second one under a name in use refuses to start).
+    first = serve(database_url, CHATOPS_INSTANCE="web-1", **settings)
+    second = serve(database_url, CHATOPS_INSTANCE="web-2", **settings)
     statuses = []
     with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
         for index in range(6):

@@ -247,7 +247,14 @@ def worker_command(
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    background.start()
+    try:
+        background.start()  # InstanceInUseError: another live process holds this one's CHATOPS_INSTANCE
+    except BaseException:
+        background.stop()
+        if listener is not None:
+            listener.close()
+        db.dispose()
+        raise
     output.info(f"chatops worker: {concurrency} workers on {bot.bot.name!r}; Ctrl-C to stop", style="bold")
     if listener is not None:
         output.info(f"  metrics:   http://{_url_host(listener.host)}:{listener.port}/metrics")

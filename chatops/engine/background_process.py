@@ -68,8 +68,8 @@ def run(job: Job) -> None:
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    background.start()
     try:
+        background.start()  # InstanceInUseError: another live process holds the server's instance name
         while not stopped.is_set():
             if os.getppid() != master:
                 # The master is gone (killed: it could not stop us). Stop as Gunicorn's web processes do: a master
@@ -93,6 +93,8 @@ def main() -> None:
         run(job)
     except ChatopsError as exc:
         print(f"Error: {exc}", file=sys.stderr)  # the master's log shows our stderr
+        if exc.hint:
+            print(f"Hint: {exc.hint}", file=sys.stderr)
         sys.exit(1)
 
 

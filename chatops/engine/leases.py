@@ -8,7 +8,9 @@ its last renewal. It renews a lease only while the thread holding it keeps its o
 another worker takes its work over. When it starts, the keeper frees what a previous incarnation of the same
 instance left (docs/operations.md "Crash recovery"): two processes of one instance never run at the same time (the
 Gunicorn master starts a background process only once the previous one has exited), so what an earlier
-incarnation holds was left by a process that has exited.
+incarnation holds was left by a process that has exited. On PostgreSQL the keeper makes sure of it: it takes back
+only while it holds the instance's lock (:mod:`chatops.engine.instance_lock`), which :meth:`LeaseKeeper.take_instance`
+takes before any work starts and :meth:`LeaseKeeper.run` takes again after a lost connection.
 
 Holders are named ``<instance>/<incarnation>/<role>``: the instance is stable across restarts
 (``CHATOPS_INSTANCE``, by default host name and command), the incarnation is new for every process.
@@ -27,6 +29,7 @@ import sqlalchemy as sa
 
 from chatops.db.connect import storage_error
 from chatops.db.leases import recover_incarnation, renew_leases
+from chatops.engine.instance_lock import InstanceLock
 from chatops.engine.supervision import Backoff, DatabaseOutage, Heartbeat
 from chatops.errors import StorageError
 
@@ -57,8 +60,10 @@ class LeaseKeeper:
         clock: Callable[[], datetime],
         outage: DatabaseOutage | None = None,
         on_recovered: OnRecovered | None = None,
+        instance_lock: InstanceLock | None = None,
     ) -> None:
         self.db = db
+        self.instance_lock = instance_lock  # PostgreSQL: one live process per instance name
         self.instance = instance
         self.lease = lease
         self.clock = clock
@@ -114,6 +119,33 @@ class LeaseKeeper:
             return 0, 0
         return renew_leases(self.db, turns=turns, sends=sends, until=self.clock() + self.lease)
 
+    def take_instance(self) -> None:
+        """Take this process' instance name before any work starts (PostgreSQL; nothing on SQLite).
+
+        Raises InstanceInUseError when another live process holds it (:mod:`chatops.engine.instance_lock`).
+        """
+        if self.instance_lock is not None:
+            self.instance_lock.take_at_start()
+
+    def owns_instance(self) -> bool:
+        """Whether this process holds its instance name (always on SQLite): only then may it take back what other
+        incarnations of the name hold."""
+        return self.instance_lock is None or self.instance_lock.held
+
+    def may_claim(self) -> bool:
+        """Whether workers and the sender may take new work: not while another live process holds the name."""
+        return self.instance_lock is None or self.instance_lock.may_claim()
+
+    def problems(self) -> list[str]:
+        """For ``/readyz``: another live process holds this process' instance name."""
+        problem = self.instance_lock.problem() if self.instance_lock is not None else None
+        return [problem] if problem is not None else []
+
+    def release_instance(self) -> None:
+        """Let the instance name go (after the last turn and send of a clean stop). Never raises."""
+        if self.instance_lock is not None:
+            self.instance_lock.release()
+
     def recover_previous(self) -> None:
         """Free what earlier incarnations of this instance left, and log it. Raises SQLAlchemy errors."""
         recovered = recover_incarnation(self.db, instance=self.instance, current=self.prefix, now=self.clock())
@@ -130,7 +162,8 @@ class LeaseKeeper:
         self.recovered("send", "restart", recovered.sends)
 
     def run(self, stop: threading.Event) -> None:
-        """Recover the previous incarnation's leases, then renew every ``interval`` seconds until ``stop``.
+        """Renew every ``interval`` seconds until ``stop``; hold the instance name (taking it again after a lost
+        connection) and, whenever it was (re)taken, recover what other incarnations of the instance left.
 
         Never raises an Exception: a database outage backs off (logged once per process), anything else is logged.
         """
@@ -139,9 +172,11 @@ class LeaseKeeper:
         while not stop.is_set():
             self.heartbeat.beat(within=self.interval)
             try:
-                if not self.recovered_previous:
+                self.renew()  # first: what runs keeps its leases whatever happens to the name's lock
+                if self.instance_lock is not None and self.instance_lock.keep():
+                    self.recovered_previous = False  # (re)taken: whatever another incarnation holds, it left
+                if not self.recovered_previous and self.owns_instance():
                     self.recover_previous()
-                self.renew()
             except Exception as exc:
                 error = storage_error(self.db, exc) if isinstance(exc, sa.exc.SQLAlchemyError) else exc
                 if isinstance(error, StorageError):

@@ -26,6 +26,7 @@ from chatops.channels.graph import GraphClient
 from chatops.config.bot_schema import BotDefinition
 from chatops.config.settings import Settings
 from chatops.db.wakeups import wakeups_for
+from chatops.engine.instance_lock import InstanceLock
 from chatops.engine.leases import LeaseKeeper, default_instance
 from chatops.engine.reload import ReloadWatch, RuntimeHolder
 from chatops.engine.sender import OutboxSender
@@ -80,7 +81,8 @@ class Background:
 
     They share one :class:`DatabaseOutage`, so an outage is logged once per process, not once per thread, and one
     :class:`LeaseKeeper` under ``instance`` (``CHATOPS_INSTANCE``, else :func:`default_instance` of ``command``),
-    which at start takes back what the previous process of that instance left.
+    which at start takes back what the previous process of that instance left. On PostgreSQL :meth:`start` first
+    takes the instance's name, and refuses (InstanceInUseError) while another live process holds it.
     """
 
     def __init__(
@@ -100,13 +102,16 @@ class Background:
         self.http = httpx.Client(timeout=settings.graph_timeout)
         self.runtime = runtime or build_runtime(settings, bot, on_ai=on_ai)
         self.outage = DatabaseOutage()
+        instance = settings.instance or default_instance(command)
         self.leases = LeaseKeeper(
             db,
-            instance=settings.instance or default_instance(command),
+            instance=instance,
             lease=timedelta(seconds=settings.lease_seconds),
             clock=clock,
             outage=self.outage,
             on_recovered=metrics.recovered if metrics is not None else None,
+            # One live process per instance name (chatops.engine.instance_lock); SQLite is one process anyway.
+            instance_lock=InstanceLock(db, instance=instance) if db.dialect.name == "postgresql" else None,
         )
         # A bot reload (chatops.engine.reload) swaps the workers' runtime between turns.
         self.holder = RuntimeHolder(
@@ -155,7 +160,11 @@ class Background:
         self._supervisor: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start every thread, and the supervisor that starts a dead one again."""
+        """Take the instance name, then start every thread and the supervisor that starts a dead one again.
+
+        Raises InstanceInUseError, before any thread starts, when another live process holds the name.
+        """
+        self.leases.take_instance()
         for thread in self.threads:
             thread.start(self.stop_event)
         self._supervisor = threading.Thread(target=self._supervise, name="chatops-supervisor", daemon=True)
@@ -187,7 +196,7 @@ class Background:
     def problems(self) -> list[str]:
         """What keeps the process from doing its job: a dead or stuck thread, a channel paused by a bad token …"""
         threads = [problem for thread in self.threads if (problem := thread.problem()) is not None]
-        return threads + self.sender.problems()
+        return self.leases.problems() + threads + self.sender.problems()
 
     def warnings(self) -> list[str]:
         """What readiness reports without failing (rows waiting for a channel this deployment does not send on)."""
@@ -203,5 +212,6 @@ class Background:
             if thread.thread is not None:
                 thread.thread.join(timeout)
         self.sender.close()
+        self.leases.release_instance()  # last: nothing of this process runs any more under its name
         self.holder.close()
         self.http.close()

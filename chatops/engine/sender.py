@@ -211,6 +211,8 @@ class OutboxSender:
         rows then left ``sending`` go back to the queue when their lease runs out
         (:func:`~chatops.db.leases.recover_expired_sends`).
         """
+        if self._leases is not None and not self._leases.may_claim():
+            return 0  # another live process holds this one's instance name (chatops.engine.instance_lock)
         now = self._clock()
         self._check_tokens(now)
         with self._lock:

@@ -113,6 +113,8 @@ class Worker:
         if self._unreleased is not None:  # a database outage kept the last release from happening
             release_conversation(self.db, self._unreleased, worker_id=self.name)
             self._unreleased = None
+        if self.leases is not None and not self.leases.may_claim():
+            return False  # another live process holds this one's instance name (chatops.engine.instance_lock)
         conversation = claim_conversation(self.db, worker_id=self.name, now=self.clock(), lease=self.lease, only=only)
         if conversation is None:
             return False
