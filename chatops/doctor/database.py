@@ -25,8 +25,9 @@ from chatops.errors import ChatopsError
 if TYPE_CHECKING:
     from chatops.db.queue_stats import QueueDepth
 
-# What one `chatops serve` with its default options may open: a pool of threads + workers + 4, as much overflow.
-SERVE_CONNECTIONS = 2 * (8 + 4 + 4)
+# What one `chatops serve` with its default options may open: a pool of threads + workers + 4, as much overflow, and
+# the two its workers keep outside the pool (the wake-up listener, the instance lock: docs/scaling.md).
+SERVE_CONNECTIONS = 2 * (8 + 4 + 4) + 2
 SKEW_WARN_SECONDS = 1.0
 SKEW_FAIL_SECONDS = 5.0
 OUTBOUND_WARN_SECONDS = 60.0
