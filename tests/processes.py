@@ -42,10 +42,14 @@ T = TypeVar("T")
 class ServeProcess:
     """``chatops serve`` as a child process; output goes to a log file that failures quote."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], *, name: str, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, workdir: Path, env: dict[str, str], *, name: str, args: tuple[str, ...] = (), session: bool = False
+    ) -> None:
+        """``session``: start it in a session (and process group) of its own, as a shell starts a command."""
         self.workdir = workdir
         self.env = env
         self.args = args
+        self.session = session
         self.log = workdir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -56,7 +60,12 @@ class ServeProcess:
         command = [sys.executable, "-m", "chatops", "serve", "--port", "0", "--workers", str(WORKERS), *self.args]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.session,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import typer
 from chatops.cli import output
 from chatops.cli.choices import choice_metavar, choice_parser
 
-SERVERS = ("waitress", "gunicorn")
+SERVERS = ("waitress", "gunicorn", "granian")
 
 # Request threads per web process. Fewer threads than the connections a proxy or Meta keeps open made waitress
 # collapse (measured, 8 threads at 64 connections: 350-530 webhooks/s and 2-3.4 ms of CPU each, against 1,700
@@ -36,19 +36,24 @@ def serve_command(
     threads: Annotated[
         int,
         typer.Option(
-            "--threads", help="Request threads (per process with gunicorn): at least the concurrent connections.", min=1
+            "--threads",
+            help="Request threads (per web process with gunicorn and granian): at least the concurrent connections.",
+            min=1,
         ),
     ] = DEFAULT_THREADS,
     server: Annotated[
         str,
         typer.Option(
             "--server",
-            help="waitress: one process, any OS. gunicorn: --processes web processes (Unix).",
+            help="waitress: one process, any OS. gunicorn: --processes web processes (Unix). granian: --processes "
+            "web processes on a Rust HTTP server (least CPU per request).",
             parser=choice_parser(SERVERS),
             metavar=choice_metavar(SERVERS),
         ),
     ] = "waitress",
-    processes: Annotated[int, typer.Option("--processes", help="Web processes (--server gunicorn only).", min=1)] = 2,
+    processes: Annotated[
+        int, typer.Option("--processes", help="Web processes (--server gunicorn or granian).", min=1)
+    ] = 2,
     workers: Annotated[int, typer.Option("--workers", help="In-process inbox workers.", min=1)] = 4,
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Only receive webhooks; run `chatops worker` elsewhere.")
@@ -61,7 +66,7 @@ def serve_command(
 ) -> None:
     """Receive webhooks, answer through the bot, send replies.
 
-    Example: CHATOPS_DATABASE_URL=postgresql://chatops@db/chatops chatops serve --server gunicorn --processes 4
+    Example: CHATOPS_DATABASE_URL=postgresql://chatops@db/chatops chatops serve --server granian --processes 2
     """
     from chatops.cli.app import settings_from
     from chatops.web.app import create_app
@@ -71,6 +76,18 @@ def serve_command(
     _check_channels(settings, insecure_skip_signature=insecure_skip_signature)
     if server == "gunicorn":
         _serve_gunicorn(
+            settings,
+            host=host,
+            port=port,
+            processes=processes,
+            threads=threads,
+            workers=None if no_workers else workers,
+            migrate=migrate,
+            insecure_skip_signature=insecure_skip_signature,
+        )
+        return
+    if server == "granian":
+        _serve_granian(
             settings,
             host=host,
             port=port,
@@ -194,6 +211,106 @@ def _serve_gunicorn(
         # Web processes are forks of this one and leave through this code too: only the master cleans up.
         if os.getpid() == master:
             shutil.rmtree(status_dir, ignore_errors=True)
+
+
+def _serve_granian(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    processes: int,
+    threads: int,
+    workers: int | None,
+    migrate: bool,
+    insecure_skip_signature: bool,
+) -> None:
+    """``serve --server granian``: see chatops.web.granian_server for the process model."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from chatops.config.bot import load_bot
+    from chatops.errors import ChatopsError
+    from chatops.metrics.multiprocess import use_multiprocess_dir
+    from chatops.web.server import check_bind
+
+    try:
+        from chatops.web.granian_server import Housekeeping, WebJob, run_granian
+    except ImportError:  # a platform Granian publishes no wheel for, and no Rust toolchain to build one
+        raise ChatopsError(
+            "Granian is not installed (it ships as a compiled wheel, and none was installed for this platform)",
+            hint="use --server waitress (the default), or install it with `pip install granian`",
+        ) from None
+
+    check_bind(host=host, port=port)  # before anything is set up: a port in use is the usual mistake
+    status_dir = Path(tempfile.mkdtemp(prefix="chatops-serve-"))  # private (0700), new and empty for each run
+    try:
+        status_path = status_dir / "background.json"
+        metrics_dir = status_dir / "metrics"
+        metrics_dir.mkdir()
+        # Before any metric is made here or a web process is started: they all record into it, and the /metrics
+        # of each web process sums them (docs/operations.md#which-process-exports-what).
+        use_multiprocess_dir(metrics_dir)
+        bot, db = _prepare(settings, pool_size=(workers or 0) + 4, migrate=migrate)
+        background = None
+        if workers is not None:
+            from chatops.engine.runtime import Background
+            from chatops.metrics import Metrics
+            from chatops.metrics.pool import export_pool
+            from chatops.web.state import utc_now
+
+            metrics = Metrics()
+            export_pool(metrics, db)
+            background = Background(settings, bot, db, workers=workers, clock=utc_now, metrics=metrics)
+        else:
+            db.dispose()  # the master keeps no connection: the web processes open their own
+        housekeeping = Housekeeping(background, status_path)
+        job = WebJob(
+            settings=settings,
+            threads=threads,
+            pool_size=request_connections(threads) + 4,
+            insecure_skip_signature=insecure_skip_signature,
+            status_path=status_path if background is not None else None,
+        )
+
+        def bound(_host: str, _port: int) -> None:
+            # Workers start once the port is ours: a server that cannot listen must not take conversations first.
+            if background is not None:
+                background.start()
+            housekeeping.start()
+
+        def ready(bound_host: str, bound_port: int) -> None:
+            _banner(settings, bot, db, base=f"http://{bound_host}:{bound_port}", workers=workers or 0)
+            output.info(
+                f"  server:    granian, {processes} processes × {threads} threads; SIGHUP restarts the web processes"
+            )
+
+        def shutdown() -> None:  # the web processes have stopped
+            housekeeping.stop()
+            if background is not None:
+                background.stop()
+            db.dispose()
+
+        def check_reload() -> str | None:
+            try:
+                load_bot(settings.stages, templates_dir=settings.templates)
+            except ChatopsError as exc:
+                return str(exc)
+            return None
+
+        run_granian(
+            job,
+            host=host,
+            port=port,
+            processes=processes,
+            log_level=settings.log_level,
+            on_bound=bound,
+            on_ready=ready,
+            on_shutdown=shutdown,
+            check_reload=check_reload,
+        )
+    finally:
+        shutil.rmtree(status_dir, ignore_errors=True)
 
 
 def worker_command(
