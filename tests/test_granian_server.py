@@ -275,6 +275,10 @@ def test_sighup_replaces_the_web_processes_and_refuses_a_broken_bot(
                 statuses.append(post(client, server.url, body).status_code)
         assert not set(web_pids(master)) & old, server.tail(40)
         assert len(web_pids(master)) == 2
+        log = server.log.read_text()
+        for n in (1, 2):  # each old process stopped once its successor served, not after a fixed delay
+            replaced = log[log.index(f"Respawning worker-{n}") :]
+            assert replaced.index(f"Started worker-{n}") < replaced.index(f"Stopping old worker-{n}"), replaced
         assert set(statuses) == {200}, statuses
         assert readyz_answer(server, 200) is not None
         # The replaced processes' pools leave the pool gauges; their counts stay.

@@ -271,6 +271,7 @@ def _serve_granian(
             pool_size=request_connections(threads) + 4,
             insecure_skip_signature=insecure_skip_signature,
             status_path=status_path if background is not None else None,
+            ready_dir=status_dir,
         )
 
         def bound(_host: str, _port: int) -> None:

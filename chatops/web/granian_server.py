@@ -21,7 +21,7 @@ AI calls and sends too. The master forgets the pool gauges of each web process t
 Signals: SIGTERM or SIGINT stops gracefully: Granian stops the web processes (each finishes its requests in flight,
 :data:`KILL_SECONDS` at most, then SIGKILL), then the Background stops (turns and sends finish, leases released),
 then the database pool is closed. SIGHUP starts new web processes one after the other, each replacing an old one
-after :data:`RESPAWN_SECONDS` (no request is refused meanwhile); they load the bot definition and templates from
+once it serves (:class:`_Server`; no request is refused meanwhile); they load the bot definition and templates from
 disk again (a definition that does not load is refused first, and logged: the old processes keep serving). The
 master's workers and sender are not touched: their bot definition is reloaded through the database
 (``POST /api/v1/bot/reload``, chatops.engine.reload), like every process of a deployment. Web processes live in a
@@ -54,7 +54,7 @@ from typing import Any
 
 from granian.constants import Interfaces
 from granian.http import HTTP1Settings
-from granian.log import LogLevels
+from granian.log import LogLevels, logger
 from granian.server import MPServer
 
 from chatops.config.settings import Settings
@@ -63,8 +63,10 @@ log = logging.getLogger(__name__)
 
 # A web process told to stop gets this long for its requests in flight, then SIGKILL (Gunicorn mode: 30 s too).
 KILL_SECONDS = 30
-# On SIGHUP each new web process gets this long to start before the old one it replaces is told to stop.
-RESPAWN_SECONDS = 3.5
+# On SIGHUP the old web process is told to stop once its successor serves, and after this long at most (a new
+# interpreter starts in ~1.5 s on a quiet machine, many seconds on a busy one).
+START_SECONDS = 60.0
+READY_MARGIN = 0.2  # between a web process's app being built and its listener bound (Rust, in microseconds)
 # Granian closes a keep-alive connection idle this long (its header read timeout, 30 s by default): longer than
 # nginx keeps an idle upstream connection (keepalive_timeout 60s in docs/deployment.md), so nginx, not Granian,
 # closes it and a request never meets a connection closed under it (Gunicorn mode: keepalive 75 s too).
@@ -90,6 +92,7 @@ class WebJob:
     pool_size: int  # of this process's database pool
     insecure_skip_signature: bool
     status_path: Path | None  # the background's status file; None with --no-workers (nothing to report)
+    ready_dir: Path  # where each web process says its app is built: web-<pid>.ready
 
 
 def load_web_app(job: WebJob) -> Any:
@@ -118,7 +121,12 @@ def load_web_app(job: WebJob) -> Any:
         reader = StatusReader(job.status_path, what="the workers and sender (in the chatops serve main process)")
         web_state(app).readiness_checks.append(reader.problems)
         web_state(app).readiness_warnings.append(reader.warnings)
+    ready_file(job.ready_dir, os.getpid()).touch()  # Granian binds and serves as soon as this returns
     return app
+
+
+def ready_file(folder: Path, pid: int) -> Path:
+    return folder / f"web-{pid}.ready"
 
 
 def _stop_when_orphaned(master: int) -> None:
@@ -167,6 +175,58 @@ class Housekeeping:
             self._stop.wait(WRITE_SECONDS)
 
 
+class _Server(MPServer):
+    """Granian's server, except that a SIGHUP stops each old web process once its successor serves.
+
+    Granian stops it after a fixed delay (3.5 s): on a busy machine the new interpreter was still importing then,
+    and with both old processes stopped before either new one listened, connections were refused (on Linux no
+    listener is left: the master holds no socket there).
+    """
+
+    def __init__(self, *args: Any, ready_dir: Path, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.ready_dir = ready_dir
+
+    # Granian 2.8's own method (granian/server/common.py), with its sleep replaced by _wait_until_serving.
+    def _respawn_workers(self, workers: Any, spawn_target: Any, target_loader: Any, delay: float = 0) -> None:
+        for idx in workers:
+            self.respawned_wrks[idx] = time.monotonic()
+            logger.info(f"Respawning worker-{idx + 1}")
+            old_wrk: Any = self.wrks.pop(idx)  # granian.server.mp.WorkerProcess, unannotated
+            wrk: Any = self._spawn_worker(idx=idx, target=spawn_target, callback_loader=target_loader)
+            wrk.start()
+            self.wrks.insert(idx, wrk)
+            if delay:  # a reload (a crashed process is replaced at once: there is no old one to keep)
+                self._wait_until_serving(wrk)
+            logger.info(f"Stopping old worker-{idx + 1}")
+            old_wrk.terminate()
+            old_wrk.join(self.workers_kill_timeout)
+            if self.workers_kill_timeout:
+                if old_wrk.is_alive():
+                    time.sleep(0.001)
+                if old_wrk.is_alive():
+                    logger.warning(f"Killing old worker-{idx + 1} after it refused to gracefully stop")
+                    old_wrk.kill()
+                    old_wrk.join()
+            logger.info(f"Stopped old worker-{idx + 1}")
+        self._metrics.incr_spawn(len(workers))
+
+    def _wait_until_serving(self, worker: Any) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        ready = ready_file(self.ready_dir, worker.inner.pid)
+        while time.monotonic() < deadline and worker.is_alive():
+            if ready.exists():
+                time.sleep(READY_MARGIN)
+                return
+            time.sleep(0.05)
+        if worker.is_alive():
+            log.warning(
+                "web process %s has not started within %.0fs: its predecessor stops now",
+                worker.inner.pid,
+                START_SECONDS,
+            )
+
+
 def run_granian(
     job: WebJob,
     *,
@@ -188,7 +248,7 @@ def run_granian(
     from chatops.web.server import check_bind
 
     check_bind(host=host, port=port)
-    server = MPServer(
+    server = _Server(
         "chatops.web.granian_server:load_web_app",  # a name for Granian's logs: the app comes from target_loader
         address=host,
         port=port,
@@ -199,7 +259,7 @@ def run_granian(
         log_level=LogLevels(log_level.lower()),
         log_dictconfig=GRANIAN_LOGGING,
         respawn_failed_workers=True,
-        respawn_interval=RESPAWN_SECONDS,
+        ready_dir=job.ready_dir,
         workers_kill_timeout=KILL_SECONDS,
     )
     logging.getLogger("_granian").addFilter(_not_thread_advice)
