@@ -65,13 +65,19 @@ def gone(pid: int) -> bool:
 
 
 def start_granian(folder: Path, database_url: str, fakes: Fakes, *args: str, **settings: str) -> ServeProcess:
-    """``chatops serve --server granian --processes 2`` on ``database_url``, once /readyz is 200."""
+    """``chatops serve --server granian --processes 2`` on ``database_url``, once both web processes serve (the
+    banner comes when the first one does)."""
     # serve's private directory (status file, metrics) goes in the test's own: a killed master leaves it
     env = serve_env(database_url, fakes, TMPDIR=str(folder), CHATOPS_MAX_BODY_BYTES=str(LIMIT), **settings)
     server = ServeProcess(folder, env, name=f"granian-{time.monotonic_ns()}", args=(*GRANIAN, *args))
     server.start()
     wait_for(lambda: readyz_answer(server, 200), timeout=20, what="/readyz 200", server=server)
+    wait_for(lambda: both_started(server), timeout=30, what="both web processes", server=server)
     return server
+
+
+def both_started(server: ServeProcess) -> bool:
+    return server.log.read_text().count("Started worker-") == 2  # Granian's line, once a web process listens
 
 
 def stop_everything(server: ServeProcess) -> None:
