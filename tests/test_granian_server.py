@@ -182,11 +182,11 @@ def test_a_body_declared_too_large_gets_the_apps_413_without_being_read(shared: 
     assert b"content-type: application/json" in answer.lower()  # the app's answer: Granian has no limit of its own
     assert sent < 16 * 1024 * 1024, sent
     assert seconds < 5, seconds
+    # Just over the limit: the same answer. Sent the same way, reading while sending: the server answers before it
+    # has read the body, and a client that only reads once it has sent everything may meet a closed connection.
+    answer, _, _ = stream_until_answered(shared.url, declared=LIMIT + 1)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     with httpx.Client(timeout=10) as client:
-        over = client.post(
-            f"{shared.url}/webhooks/whatsapp", content=b"x" * (LIMIT + 1), headers={"Content-Type": "application/json"}
-        )
-        assert over.status_code == 413
         assert client.get(f"{shared.url}/healthz").status_code == 200
 
 
