@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,6 +24,8 @@ DEFAULT_THREADS = 32
 REQUEST_CONNECTIONS = 8
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import sqlalchemy as sa
 
     from chatops.config.bot_schema import BotDefinition
@@ -130,12 +133,9 @@ def _serve_gunicorn(
     """``serve --server gunicorn``: see chatops.web.gunicorn_server for the process model."""
     import os
     import shutil
-    import tempfile
-    from pathlib import Path
 
     from chatops.config.bot import load_bot
     from chatops.errors import ChatopsError
-    from chatops.metrics.multiprocess import use_multiprocess_dir
 
     try:
         from chatops.web.gunicorn_server import background_supervisor, run_gunicorn
@@ -152,13 +152,8 @@ def _serve_gunicorn(
     bot, db = _prepare(settings, pool_size=1, migrate=migrate)
     db.dispose()  # the master keeps no connection: web processes are forked from it and open their own
     master = os.getpid()
-    status_dir = Path(tempfile.mkdtemp(prefix="chatops-serve-"))  # private (0700), new and empty for each run
+    status_dir = _server_dir()  # before any web process is forked or the background process started
     status_path = status_dir / "background.json"
-    metrics_dir = status_dir / "metrics"
-    metrics_dir.mkdir()
-    # Before any web process is forked or the background process started: they all record into it, and the
-    # /metrics of each web process sums them (docs/operations.md#which-process-exports-what).
-    use_multiprocess_dir(metrics_dir)
     background = None
     if workers is not None:
         from chatops.engine.background_process import Job
@@ -184,13 +179,6 @@ def _serve_gunicorn(
             web_state(app).readiness_warnings.append(reader.warnings)
         return app
 
-    def check_reload() -> str | None:
-        try:
-            load_bot(settings.stages, templates_dir=settings.templates)
-        except ChatopsError as exc:
-            return str(exc)
-        return None
-
     def ready(bound_host: str, bound_port: int) -> None:
         _banner(settings, bot, db, base=f"http://{bound_host}:{bound_port}", workers=workers or 0)
         output.info(f"  server:    gunicorn, {processes} processes × {threads} threads; SIGHUP reloads")
@@ -205,7 +193,7 @@ def _serve_gunicorn(
             log_level=settings.log_level,
             background=background,
             on_ready=ready,
-            check_reload=check_reload,
+            check_reload=partial(_reload_problem, settings),
         )
     finally:
         # Web processes are forks of this one and leave through this code too: only the master cleans up.
@@ -226,12 +214,8 @@ def _serve_granian(
 ) -> None:
     """``serve --server granian``: see chatops.web.granian_server for the process model."""
     import shutil
-    import tempfile
-    from pathlib import Path
 
-    from chatops.config.bot import load_bot
     from chatops.errors import ChatopsError
-    from chatops.metrics.multiprocess import use_multiprocess_dir
     from chatops.web.server import check_bind
 
     try:
@@ -243,14 +227,9 @@ def _serve_granian(
         ) from None
 
     check_bind(host=host, port=port)  # before anything is set up: a port in use is the usual mistake
-    status_dir = Path(tempfile.mkdtemp(prefix="chatops-serve-"))  # private (0700), new and empty for each run
+    status_dir = _server_dir()  # before any metric is made here or a web process is started
     try:
         status_path = status_dir / "background.json"
-        metrics_dir = status_dir / "metrics"
-        metrics_dir.mkdir()
-        # Before any metric is made here or a web process is started: they all record into it, and the /metrics
-        # of each web process sums them (docs/operations.md#which-process-exports-what).
-        use_multiprocess_dir(metrics_dir)
         bot, db = _prepare(settings, pool_size=(workers or 0) + 4, migrate=migrate)
         background = None
         if workers is not None:
@@ -292,13 +271,6 @@ def _serve_granian(
                 background.stop()
             db.dispose()
 
-        def check_reload() -> str | None:
-            try:
-                load_bot(settings.stages, templates_dir=settings.templates)
-            except ChatopsError as exc:
-                return str(exc)
-            return None
-
         run_granian(
             job,
             host=host,
@@ -308,7 +280,7 @@ def _serve_granian(
             on_bound=bound,
             on_ready=ready,
             on_shutdown=shutdown,
-            check_reload=check_reload,
+            check_reload=partial(_reload_problem, settings),
         )
     finally:
         shutil.rmtree(status_dir, ignore_errors=True)
@@ -389,6 +361,34 @@ def worker_command(
     if listener is not None:
         listener.close()
     db.dispose()
+
+
+def _server_dir() -> Path:
+    """A private directory (0700), new and empty for each run of a multi-process server: the background's status
+    file, and the metrics of every process (prometheus_client's multiprocess mode, set up here: every process
+    started after this records into it, and the ``/metrics`` of each web process sums them;
+    docs/operations.md#which-process-exports-what). The caller removes it when the server stops."""
+    import tempfile
+    from pathlib import Path
+
+    from chatops.metrics.multiprocess import use_multiprocess_dir
+
+    status_dir = Path(tempfile.mkdtemp(prefix="chatops-serve-"))
+    (status_dir / "metrics").mkdir()
+    use_multiprocess_dir(status_dir / "metrics")
+    return status_dir
+
+
+def _reload_problem(settings: Settings) -> str | None:
+    """Why a SIGHUP reload is refused: the bot definition on disk does not load (None when it does)."""
+    from chatops.config.bot import load_bot
+    from chatops.errors import ChatopsError
+
+    try:
+        load_bot(settings.stages, templates_dir=settings.templates)
+    except ChatopsError as exc:
+        return str(exc)
+    return None
 
 
 def request_connections(threads: int) -> int:
