@@ -272,3 +272,36 @@ def test_a_process_whose_name_was_taken_while_its_lock_was_lost_stops_taking_wor
     wait_for(lambda: not unanswered(db, meta.acknowledged), timeout=15, what="the answer", server=server)
     assert len(sends(fakes.graph, "15550400501")) == 1
     assert "instance web-1: the name is free again; this process takes new work" in server.log.read_text()
+
+
+@POSTGRES_ONLY
+def test_under_gunicorn_readyz_says_why_the_background_process_refused_to_start(
+    database_url: str, db: sa.Engine, bot_dir: Path, fakes: Fakes
+) -> None:
+    holder: Any = psycopg2.connect(db.url.set(drivername="postgresql").render_as_string(hide_password=False))
+    holder.autocommit = True
+    env = serve_env(database_url, fakes, CHATOPS_INSTANCE="web-1")
+    server = ServeProcess(bot_dir, env, name="gunicorn", args=("--server", "gunicorn", "--processes", "1"))
+    try:
+        with holder.cursor() as cursor:  # another live process holds the name
+            cursor.execute("SET application_name = 'the twin'")
+            cursor.execute("SELECT pg_advisory_lock(%s)", (instance_key("web-1"),))
+        server.start()
+
+        def refused() -> httpx.Response | None:
+            answer = readyz_answer(server, 503)
+            return answer if answer is not None and "exited with code 1 (" in answer.text else None
+
+        not_ready = wait_for(
+            refused,
+            timeout=30,
+            what="/readyz 503 with the reason",
+            server=server,
+        )
+        assert "the background process (workers and sender) exited with code 1 (it could not start: " in (
+            not_ready.text
+        )
+        assert "instance 'web-1' is in use by another running process: the twin" in not_ready.text
+    finally:
+        holder.close()
+        server.stop()

@@ -92,6 +92,8 @@ def main() -> None:
     try:
         run(job)
     except ChatopsError as exc:
+        # For /readyz: the master quotes it when it reports the exit (BackgroundSupervisor).
+        write_status(job.status_path, problems=[f"it could not start: {exc}"], warnings=[])
         print(f"Error: {exc}", file=sys.stderr)  # the master's log shows our stderr
         if exc.hint:
             print(f"Hint: {exc.hint}", file=sys.stderr)

@@ -30,6 +30,18 @@ def write_status(path: Path, *, problems: list[str], warnings: list[str]) -> Non
     temporary.replace(path)
 
 
+def last_words(path: Path, pid: int) -> list[str]:
+    """The problems process ``pid`` wrote last in ``path`` (what a background process that refused to start said
+    on its way out); empty when another process wrote it since, or nothing is readable."""
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(status, dict) or status.get("pid") != pid:
+        return []
+    return [str(problem) for problem in status.get("problems", [])]
+
+
 def writer(path: Path) -> int | None:
     """The pid of the process that wrote ``path`` last; None when there is no readable file."""
     try:

@@ -42,7 +42,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from chatops.engine.background_process import Job
-from chatops.engine.status_file import WRITE_SECONDS, write_status, writer
+from chatops.engine.status_file import WRITE_SECONDS, last_words, write_status, writer
 from chatops.metrics.multiprocess import process_ended
 
 log = logging.getLogger(__name__)
@@ -176,14 +176,23 @@ class BackgroundSupervisor:
             delay = RESTART_DELAYS[min(self.failures, len(RESTART_DELAYS) - 1)]
             self.failures += 1
             self.restart_at = now + delay
+            said = self._last_words()
             problem = (
-                f"the background process (workers and sender) exited with code {code}; starting it again in {delay:g}s"
+                f"the background process (workers and sender) exited with code {code}{said}; "
+                f"starting it again in {delay:g}s"
             )
             log.error("%s", problem)
             if self.status_path is not None:  # /readyz says so now, not once the status file is stale
                 write_status(self.status_path, problems=[problem], warnings=[])
         elif now >= self.restart_at:
             self.start()
+
+    def _last_words(self) -> str:
+        """Why the ended process stopped, when it wrote it to the status file (e.g. its instance name is in use)."""
+        if self.status_path is None or self.process is None:
+            return ""
+        said = last_words(self.status_path, self.process.pid)
+        return f" ({'; '.join(said)})" if said else ""
 
     def _vouch(self, now: float) -> None:
         """During a reload, write the status file for the background process until the new one reports itself.
