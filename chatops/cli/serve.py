@@ -134,7 +134,6 @@ def _serve_gunicorn(
     import os
     import shutil
 
-    from chatops.config.bot import load_bot
     from chatops.errors import ChatopsError
 
     try:
@@ -161,23 +160,14 @@ def _serve_gunicorn(
         background = background_supervisor(Job(settings=settings, workers=workers, status_path=status_path))
 
     def load_app() -> Any:  # in each web process, after the fork
-        from chatops.db.connect import create_db_engine
-        from chatops.engine.status_file import StatusReader
-        from chatops.web.app import create_app
-        from chatops.web.state import web_state
+        from chatops.web.wsgi import web_process_app
 
-        fresh_bot = load_bot(settings.stages, templates_dir=settings.templates)
-        app = create_app(
+        return web_process_app(
             settings,
-            fresh_bot,
-            db=create_db_engine(settings.database_url, pool_size=request_connections(threads) + 4),
+            pool_size=request_connections(threads) + 4,
             insecure_skip_signature=insecure_skip_signature,
+            status_path=status_path if background is not None else None,
         )
-        if background is not None:
-            reader = StatusReader(status_path)
-            web_state(app).readiness_checks.append(reader.problems)
-            web_state(app).readiness_warnings.append(reader.warnings)
-        return app
 
     def ready(bound_host: str, bound_port: int) -> None:
         _banner(settings, bot, db, base=f"http://{bound_host}:{bound_port}", workers=workers or 0)

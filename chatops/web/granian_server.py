@@ -97,30 +97,22 @@ class WebJob:
 
 def load_web_app(job: WebJob) -> Any:
     """The app of one web process (called in it, by Granian, before it serves). Raises ChatopsError."""
-    from chatops.config.bot import load_bot
-    from chatops.db.connect import create_db_engine
-    from chatops.engine.status_file import StatusReader
     from chatops.error_tracking import init_error_tracking
     from chatops.logs import configure_logging
-    from chatops.web.app import create_app
-    from chatops.web.state import web_state
+    from chatops.web.wsgi import web_process_app
 
     if hasattr(os, "setpgid"):  # see the module docstring: Ctrl-C goes to the master alone
         os.setpgid(0, 0)
     _stop_when_orphaned(os.getppid())
     configure_logging(job.settings.log_level, job.settings.log_format)
     init_error_tracking(job.settings)
-    bot = load_bot(job.settings.stages, templates_dir=job.settings.templates)
-    app = create_app(
+    app = web_process_app(
         job.settings,
-        bot,
-        db=create_db_engine(job.settings.database_url, pool_size=job.pool_size),
+        pool_size=job.pool_size,
         insecure_skip_signature=job.insecure_skip_signature,
+        status_path=job.status_path,
+        status_of="the workers and sender (in the chatops serve main process)",
     )
-    if job.status_path is not None:
-        reader = StatusReader(job.status_path, what="the workers and sender (in the chatops serve main process)")
-        web_state(app).readiness_checks.append(reader.problems)
-        web_state(app).readiness_warnings.append(reader.warnings)
     ready_file(job.ready_dir, os.getpid()).touch()  # Granian binds and serves as soon as this returns
     return app
 
